@@ -1,0 +1,564 @@
+"""The public API: an :class:`Archive` composes the store, the index, the pack tier and the write path.
+
+An archive is a directory holding ``mmarchive.toml`` (its config), ``index/`` (the LMDB index, a cache),
+``packs/`` (the pack files, the truth) and ``lock`` (the writer lock). Objects are immutable byte strings
+named by the BLAKE3-256 of their content and scoped by tenant; ``put`` returns only once the object is
+durable. ``put_many`` streams many objects through a worker pool and reports each as soon as the group
+commit that holds it is durable. Maintenance (verify, gc, reindex) lives in :mod:`mmarchive.maintenance`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+import blake3
+
+from mmarchive.config import CONFIG_FILE, ArchiveConfig
+from mmarchive.errors import ArchiveStateError, InvalidInputError, IntegrityError, NotFoundError
+from mmarchive.index.env import IndexEnv, _SharedExclusive
+from mmarchive.index.schema import (
+    DB_CHUNKS,
+    DB_META,
+    DB_OBJECTS,
+    DB_PACKS,
+    DB_TENANTS,
+    META_ARCHIVE_ID,
+    META_SCHEMA,
+    SCHEMA_VERSION,
+    ChunkEntry,
+    ObjectEntry,
+    PackEntry,
+    TenantTotals,
+    check_tenant,
+    parse_object_id,
+    scoped_key,
+    split_scoped_key,
+    tenant_prefix,
+)
+from mmarchive.pack.format import RecordKind, pack_name
+from mmarchive.pack.reader import read_record
+from mmarchive.records import ArchiveStats, GcReport, ObjectInfo, VerifyReport
+from mmarchive.store.chunking import Chunker
+from mmarchive.store.chunks import PreparedChunk, content_id, encode_chunk
+from mmarchive.store.codec import CodecSet
+from mmarchive.store.sources import Source, as_bytes, open_source
+from mmarchive.tiers.local import LocalTier
+from mmarchive.writepath import WritePath
+from mmarchive.writerlock import WriterLock
+
+DEFAULT_TENANT = "default"
+_MAX_GROUP = 200
+_LIST_PAGE = 1000
+
+
+@dataclass(frozen=True)
+class PutItem:
+    """One object for :meth:`Archive.put_many`, with its own tenant, metadata or group if needed."""
+
+    source: Source
+    tenant: str | None = None
+    metadata: Mapping[str, Any] | None = None
+    group: str | None = None
+    name: str | None = None  # how to report the source (a path, "stdin")
+
+
+@dataclass
+class _Prepared:
+    """A small object hashed (and compressed unless already known) off the calling thread."""
+
+    cid: bytes
+    view: memoryview
+    chunk: PreparedChunk | None
+
+
+def _check_group(group: str) -> str:
+    if not isinstance(group, str) or len(group) > _MAX_GROUP or any(ord(c) < 32 for c in group):
+        raise InvalidInputError(f"group {group!r} must be a string of at most {_MAX_GROUP} printable "
+                                "characters")
+    return group
+
+
+class Archive:
+    """An open archive. Use :meth:`create` or :meth:`open`, ideally as a context manager."""
+
+    def __init__(self, path: Path, config: ArchiveConfig, *, readonly: bool) -> None:
+        self.path = path
+        self.config = config
+        self.readonly = readonly
+        self._lock: WriterLock | None = None
+        if not readonly:
+            self._lock = WriterLock(path / "lock")
+            self._lock.acquire()
+        try:
+            self.index = IndexEnv(path / "index", config.index, readonly=readonly)
+            self._check_identity()
+            self.tier = LocalTier(path / "packs")
+            self.codecs = CodecSet(config.store.compression, config.store.zstd_level)
+            self.chunker = Chunker(config.store)
+            self._write: WritePath | None = None
+            if not readonly:
+                self._write = WritePath(self.index, self.tier, config.store)
+        except BaseException:
+            if self._lock is not None:
+                self._lock.release()
+            raise
+        self._maintenance = _SharedExclusive()
+        self._pool: ThreadPoolExecutor | None = None
+        self._pool_lock = threading.Lock()
+        self._closed = False
+
+    # -- lifecycle --------------------------------------------------------------------------------
+
+    @classmethod
+    def create(cls, path: str | os.PathLike[str], config: ArchiveConfig | None = None) -> Archive:
+        """Create a new, empty archive at ``path`` (which must not hold one) and open it for writing."""
+        root = Path(path)
+        cfg = config or ArchiveConfig()
+        cfg.validate()
+        if (root / CONFIG_FILE).exists():
+            raise InvalidInputError(f"{root} already holds an archive; open it instead")
+        if root.exists() and any(root.iterdir()):
+            raise InvalidInputError(f"{root} exists and is not empty; choose a new or empty directory")
+        root.mkdir(parents=True, exist_ok=True)
+        (root / "packs").mkdir(exist_ok=True)
+        tmp = root / (CONFIG_FILE + ".tmp")
+        with open(tmp, "w") as f:
+            f.write(cfg.to_toml())
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, root / CONFIG_FILE)
+        from mmarchive.tiers.local import fsync_directory
+
+        fsync_directory(root)
+        return cls(root, cfg, readonly=False)
+
+    @classmethod
+    def open(cls, path: str | os.PathLike[str], *, readonly: bool = False) -> Archive:
+        """Open an existing archive; for writing unless ``readonly`` (readers need no lock)."""
+        root = Path(path)
+        cfg_path = root / CONFIG_FILE
+        if not cfg_path.exists():
+            raise NotFoundError(f"no archive at {root} (no {CONFIG_FILE}); create one with "
+                                "`mmarchive init`")
+        return cls(root, ArchiveConfig.load(cfg_path), readonly=readonly)
+
+    def _check_identity(self) -> None:
+        with self.index.read() as txn:
+            aid = txn.get(META_ARCHIVE_ID, db=self.index.db(DB_META))
+        if aid is None and not self.readonly:
+            def init(txn: Any) -> None:
+                txn.put(META_ARCHIVE_ID, self.config.archive_id.encode(), db=self.index.db(DB_META))
+                txn.put(META_SCHEMA, str(SCHEMA_VERSION).encode(), db=self.index.db(DB_META))
+            self.index.write(init)
+        elif aid is not None and aid.decode() != self.config.archive_id:
+            raise IntegrityError(f"the index in {self.path} belongs to archive {aid.decode()}, not "
+                                 f"{self.config.archive_id}; rebuild it with `mmarchive reindex`")
+
+    def close(self) -> None:
+        """Commit what is staged, release the writer lock and close everything. Idempotent."""
+        if self._closed:
+            return
+        self._closed = True
+        try:
+            if self._pool is not None:
+                self._pool.shutdown(wait=True)
+            if self._write is not None:
+                self._write.close()
+            self.tier.close()
+            self.index.close()
+        finally:
+            if self._lock is not None:
+                self._lock.release()
+
+    def __enter__(self) -> Archive:
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        self.close()
+
+    def _writer(self) -> WritePath:
+        if self._closed:
+            raise ArchiveStateError("the archive is closed")
+        if self._write is None:
+            raise ArchiveStateError("the archive is open read-only; open it without readonly=True "
+                                    "to write")
+        return self._write
+
+    def _workers(self) -> ThreadPoolExecutor:
+        with self._pool_lock:
+            if self._pool is None:
+                self._pool = ThreadPoolExecutor(max_workers=max(2, os.cpu_count() or 2),
+                                                thread_name_prefix="mmarchive-prepare")
+            return self._pool
+
+    # -- writing ----------------------------------------------------------------------------------
+
+    def put(self, source: Source, *, tenant: str = DEFAULT_TENANT,
+            metadata: Mapping[str, Any] | None = None, group: str = "") -> ObjectInfo:
+        """Store one object and return once it is durable.
+
+        ``source`` is bytes, a binary file object, a path, or an iterable of bytes. ``metadata`` is a
+        JSON-serialisable mapping kept with the object; ``group`` keeps objects that age together (a
+        study, a series) in the same packs. Storing bytes that the tenant already holds writes nothing
+        new and returns ``already_stored=True`` (with new ``metadata``, a new manifest is written).
+        """
+        check_tenant(tenant)
+        _check_group(group)
+        write = self._writer()
+        with self._maintenance.shared():
+            info, ticket = self._put_one(source, tenant, group, metadata, name=None)
+            write.wait_durable(ticket)
+        return info
+
+    def put_many(self, items: Iterable[Source | PutItem], *, tenant: str = DEFAULT_TENANT,
+                 metadata: Mapping[str, Any] | None = None, group: str = "",
+                 on_staged: Callable[[ObjectInfo], None] | None = None) -> Iterator[ObjectInfo]:
+        """Store many objects, yielding each one's info, in input order, once it is durable.
+
+        Hashing and compression run on a worker pool; commits are grouped (see ``[index]`` in the
+        config). An object is reported only after the commit that holds it; if the caller stops
+        iterating early, what was staged is still committed when the archive closes.
+        """
+        check_tenant(tenant)
+        _check_group(group)
+        write = self._writer()
+        cfg_i = self.config.index
+        threshold = self.config.store.chunk_threshold
+        parallel = self.config.store.parallel_threshold
+        window: deque[tuple[Future[_Prepared] | _Prepared, PutItem]] = deque()
+        done: deque[tuple[ObjectInfo, int]] = deque()
+        pool = self._workers()
+        max_window = 2 * (pool._max_workers + 2)
+        staged_objects = 0
+        staged_bytes = 0
+        last_request = time.monotonic()
+
+        def stage_window_head() -> None:
+            nonlocal staged_objects, staged_bytes
+            fut, item = window.popleft()
+            prep = fut.result() if isinstance(fut, Future) else fut
+            info, ticket = self._stage_small(prep, item.tenant or tenant, item.group or group,
+                                             _metadata(item, metadata), item.name)
+            done.append((info, ticket))
+            staged_objects += 1
+            staged_bytes += info.size
+
+        with self._maintenance.shared():
+            for raw in items:
+                item = raw if isinstance(raw, PutItem) else PutItem(raw)
+                if item.tenant is not None:
+                    check_tenant(item.tenant)
+                if item.group is not None:
+                    _check_group(item.group)
+                view = as_bytes(item.source)
+                if view is not None and len(view) <= threshold:
+                    item_tenant = item.tenant or tenant
+                    if len(view) >= parallel:
+                        window.append((pool.submit(self._prepare_small, view, item_tenant), item))
+                    else:
+                        window.append((self._prepare_small(view, item_tenant), item))
+                    while len(window) > max_window:
+                        stage_window_head()
+                else:
+                    while window:
+                        stage_window_head()
+                    info, ticket = self._put_one(item.source, item.tenant or tenant,
+                                                 item.group or group, _metadata(item, metadata),
+                                                 name=item.name)
+                    done.append((info, ticket))
+                    staged_objects += 1
+                    staged_bytes += info.size
+                now = time.monotonic()
+                if (staged_objects >= cfg_i.commit_objects or staged_bytes >= cfg_i.commit_bytes
+                        or (done and now - last_request > 1.0)):
+                    if done:
+                        write.request_commit(done[-1][1])
+                    staged_objects = staged_bytes = 0
+                    last_request = now
+                while done and write.is_durable(done[0][1]):
+                    info = done.popleft()[0]
+                    yield info
+            while window:
+                stage_window_head()
+            if done:
+                write.wait_durable(max(t for _i, t in done))
+            while done:
+                yield done.popleft()[0]
+
+    def _prepare_small(self, view: memoryview, tenant: str) -> _Prepared:
+        """Hash a whole small object, and compress it unless the tenant already stores it."""
+        cid = content_id(view)
+        write = self._write
+        assert write is not None
+        # Compress only what is not stored yet: a resend costs one hash and one lookup.
+        known = write.chunk_known(scoped_key(tenant, cid))
+        chunk = None if known else encode_chunk(self.codecs, cid, view)
+        return _Prepared(cid, view, chunk)
+
+    def _stage_small(self, prep: _Prepared, tenant: str, group: str,
+                     metadata: Mapping[str, Any] | None, name: str | None) -> tuple[ObjectInfo, int]:
+        write = self._writer()
+        if prep.chunk is not None or not write.chunk_known(scoped_key(tenant, prep.cid)):
+            write.stage_chunk(tenant, group, prep.chunk, prep.cid, data=prep.view,
+                              encode=lambda d: encode_chunk(self.codecs, prep.cid, d))
+        entry, existed, ticket = write.stage_object(
+            tenant, group, prep.cid, len(prep.view), _plain_metadata(metadata),
+            [(prep.cid, len(prep.view))] if len(prep.view) else [])
+        return self._info(tenant, prep.cid, entry, already=existed, source=name), ticket
+
+    def _put_one(self, source: Source, tenant: str, group: str,
+                 metadata: Mapping[str, Any] | None, *, name: str | None) -> tuple[ObjectInfo, int]:
+        threshold = self.config.store.chunk_threshold
+        view = as_bytes(source)
+        if view is not None and len(view) <= threshold:
+            return self._stage_small(self._prepare_small(view, tenant), tenant, group, metadata,
+                                     name or "bytes")
+        close_me = None
+        if view is not None:
+            stream_desc = name or "bytes"
+        else:
+            stream, desc, close_me = open_source(source)
+            stream_desc = name or desc
+        try:
+            if view is None:
+                head = stream.read(threshold + 1)
+                if len(head) <= threshold:
+                    return self._stage_small(self._prepare_small(memoryview(head), tenant), tenant,
+                                             group, metadata, stream_desc)
+                pieces: Iterator[bytes | memoryview] = self.chunker.cut_stream(stream, head)
+            else:
+                pieces = self.chunker.cut_buffer(view)
+            return self._stage_chunked(pieces, tenant, group, metadata, stream_desc)
+        finally:
+            if close_me is not None:
+                close_me.close()
+
+    def _stage_chunked(self, pieces: Iterator[bytes | memoryview], tenant: str, group: str,
+                       metadata: Mapping[str, Any] | None, name: str) -> tuple[ObjectInfo, int]:
+        write = self._writer()
+        hasher = blake3.blake3()
+        chunks: list[tuple[bytes, int]] = []
+        size = 0
+        inflight: deque[Future[_Prepared]] = deque()
+        pool = self._workers()
+
+        def stage(prep: _Prepared) -> None:
+            write.stage_chunk(tenant, group, prep.chunk, prep.cid, data=prep.view,
+                              encode=lambda d: encode_chunk(self.codecs, prep.cid, d))
+
+        for piece in pieces:
+            view = memoryview(piece)
+            hasher.update(view)
+            size += len(view)
+            inflight.append(pool.submit(self._prepare_small, view, tenant))
+            while len(inflight) > 4:  # bounded: a few chunks in memory, whatever the object size
+                prep = inflight.popleft().result()
+                stage(prep)
+                chunks.append((prep.cid, len(prep.view)))
+        while inflight:
+            prep = inflight.popleft().result()
+            stage(prep)
+            chunks.append((prep.cid, len(prep.view)))
+        oid = hasher.digest()
+        entry, existed, ticket = write.stage_object(tenant, group, oid, size,
+                                                    _plain_metadata(metadata), chunks)
+        return self._info(tenant, oid, entry, already=existed, source=name), ticket
+
+    def delete(self, object_id: str, *, tenant: str = DEFAULT_TENANT) -> ObjectInfo:
+        """Delete an object logically (its bytes are reclaimed by :meth:`gc`); return what it was."""
+        check_tenant(tenant)
+        oid = parse_object_id(object_id)
+        write = self._writer()
+        with self._maintenance.shared():
+            staged = write.stage_delete(tenant, "", oid)
+            if staged is None:
+                raise NotFoundError(f"object {object_id} does not exist in tenant {tenant!r}")
+            prev, ticket = staged
+            write.wait_durable(ticket)
+        return self._info(tenant, oid, prev)
+
+    def flush(self) -> None:
+        """Make everything staged so far durable (put and delete already wait; put_many may not)."""
+        self._writer().flush()
+
+    # -- reading ----------------------------------------------------------------------------------
+
+    def _entry(self, tenant: str, object_id: str) -> tuple[bytes, ObjectEntry]:
+        check_tenant(tenant)
+        oid = parse_object_id(object_id)
+        if self._closed:
+            raise ArchiveStateError("the archive is closed")
+        with self.index.read() as txn:
+            raw = txn.get(scoped_key(tenant, oid), db=self.index.db(DB_OBJECTS))
+        entry = ObjectEntry.decode(raw) if raw is not None else None
+        if entry is None or not entry.live:
+            raise NotFoundError(f"object {object_id} does not exist in tenant {tenant!r}"
+                                + (" (it was deleted)" if entry is not None else ""))
+        return oid, entry
+
+    def _info(self, tenant: str, oid: bytes, entry: ObjectEntry, *, already: bool = False,
+              source: str | None = None) -> ObjectInfo:
+        return ObjectInfo(tenant=tenant, id=oid.hex(), size=entry.size, created_ns=entry.created_ns,
+                          metadata=entry.metadata, chunk_count=len(entry.chunks),
+                          already_stored=already, source=source)
+
+    def stat(self, object_id: str, *, tenant: str = DEFAULT_TENANT) -> ObjectInfo:
+        oid, entry = self._entry(tenant, object_id)
+        return self._info(tenant, oid, entry)
+
+    def exists(self, object_id: str, *, tenant: str = DEFAULT_TENANT) -> bool:
+        try:
+            self._entry(tenant, object_id)
+        except NotFoundError:
+            return False
+        return True
+
+    def open_object(self, object_id: str, *, tenant: str = DEFAULT_TENANT) -> Any:
+        """Return a seekable, streaming, verifying binary file object over the object's bytes."""
+        from mmarchive.objectio import ObjectReader
+
+        oid, entry = self._entry(tenant, object_id)
+        if entry.size == 0 and oid != blake3.blake3(b"").digest():
+            raise IntegrityError(f"object {object_id}: empty but its id is not the empty hash",
+                                 object_id=object_id)
+        return ObjectReader(oid, entry.size, entry.chunks,
+                            lambda cid, n: self._fetch_chunk(tenant, cid, n),
+                            describe=f"object {object_id} (tenant {tenant})")
+
+    def get(self, object_id: str, *, tenant: str = DEFAULT_TENANT) -> bytes:
+        """Return the object's bytes, fully verified. Use :meth:`open` for large objects."""
+        with self.open_object(object_id, tenant=tenant) as reader:
+            data: bytes = reader.readall()
+            return data
+
+    def _fetch_chunk(self, tenant: str, cid: bytes, raw_len: int) -> bytes:
+        with self.index.read() as txn:
+            raw = txn.get(scoped_key(tenant, cid), db=self.index.db(DB_CHUNKS))
+        if raw is None:
+            raise IntegrityError(f"chunk {cid.hex()} is not in the index; run `mmarchive verify`, "
+                                 "then `mmarchive reindex`")
+        chunk = ChunkEntry.decode(raw)
+        name = pack_name(chunk.record.pack)
+        with self.tier.reader(name) as src:
+            head, payload = read_record(src, chunk.record.offset, chunk.record.stored_len,
+                                        kind=RecordKind.CHUNK, rid=cid)
+        if head.raw_len != raw_len:
+            raise IntegrityError(f"pack {name}: chunk {cid.hex()} has {head.raw_len} bytes, the "
+                                 f"manifest says {raw_len}", pack=name)
+        return self.codecs.decode(head.codec, payload, raw_len,
+                                  where=f"pack {name}, chunk {cid.hex()}")
+
+    def list(self, *, tenant: str = DEFAULT_TENANT, limit: int | None = None,
+             after: str | None = None) -> Iterator[ObjectInfo]:
+        """Yield the tenant's live objects in id order (short read transactions, page by page)."""
+        check_tenant(tenant)
+        prefix = tenant_prefix(tenant)
+        start = prefix + (parse_object_id(after) if after else b"")
+        skip_first = after is not None
+        count = 0
+        while True:
+            page: list[tuple[bytes, bytes]] = []
+            with self.index.read() as txn:
+                cur = txn.cursor(db=self.index.db(DB_OBJECTS))
+                if cur.set_range(start):
+                    for key, value in cur:
+                        if not key.startswith(prefix):
+                            break
+                        if skip_first and key == start:
+                            continue
+                        page.append((key, value))
+                        if len(page) >= _LIST_PAGE:
+                            break
+            if not page:
+                return
+            for key, value in page:
+                entry = ObjectEntry.decode(value)
+                if entry.live:
+                    yield self._info(tenant, key[len(prefix):], entry)
+                    count += 1
+                    if limit is not None and count >= limit:
+                        return
+            start = page[-1][0]
+            skip_first = True
+            if len(page) < _LIST_PAGE:
+                return
+
+    def tenants(self) -> list[str]:
+        with self.index.read() as txn:
+            return [k.decode() for k, _v in txn.cursor(db=self.index.db(DB_TENANTS))]
+
+    def stats(self, *, tenant: str | None = None) -> ArchiveStats:
+        """Totals for one tenant or (``tenant=None``) the whole archive."""
+        if tenant is not None:
+            check_tenant(tenant)
+        total = TenantTotals()
+        packs = pack_bytes = 0
+        with self.index.read() as txn:
+            for key, value in txn.cursor(db=self.index.db(DB_TENANTS)):
+                if tenant is None or key.decode() == tenant:
+                    total = total.plus(TenantTotals.decode(value))
+            for _key, value in txn.cursor(db=self.index.db(DB_PACKS)):
+                p = PackEntry.decode(value)
+                if tenant is None or p.tenant == tenant:
+                    packs += 1
+                    pack_bytes += p.length
+        return ArchiveStats(tenant=tenant, objects=total.objects, logical_bytes=total.logical_bytes,
+                            unique_bytes=total.unique_bytes, stored_bytes=total.stored_bytes,
+                            packs=packs, pack_bytes=pack_bytes)
+
+    # -- maintenance ------------------------------------------------------------------------------
+
+    def verify(self, *, progress: Callable[[int, int], None] | None = None) -> VerifyReport:
+        """Check every record of every pack, and the index against the packs."""
+        from mmarchive.maintenance.verify import verify_archive
+
+        with self._maintenance.exclusive():
+            if self._write is not None:
+                self._write.flush()
+            return verify_archive(self, progress=progress)
+
+    def gc(self, *, repack_below: float = 0.5) -> GcReport:
+        """Reclaim unreferenced data: delete dead packs, repack packs less than ``repack_below`` live."""
+        from mmarchive.maintenance.gc import collect_garbage
+
+        self._writer()
+        with self._maintenance.exclusive():
+            assert self._write is not None
+            self._write.flush()
+            return collect_garbage(self, repack_below=repack_below)
+
+    def reindex(self) -> None:
+        """Rebuild the whole index from the packs alone."""
+        from mmarchive.maintenance.reindex import rebuild_index
+
+        self._writer()
+        with self._maintenance.exclusive():
+            assert self._write is not None
+            self._write.close()
+            rebuild_index(self)
+            self._write = WritePath(self.index, self.tier, self.config.store)
+
+
+def _metadata(item: PutItem, default: Mapping[str, Any] | None) -> Mapping[str, Any] | None:
+    return item.metadata if item.metadata is not None else default
+
+
+def _plain_metadata(metadata: Mapping[str, Any] | None) -> dict[str, Any] | None:
+    if metadata is None:
+        return None
+    try:
+        return dict(json.loads(json.dumps(dict(metadata))))
+    except (TypeError, ValueError) as e:
+        raise InvalidInputError(f"metadata must be JSON-serialisable ({e})") from e
+

@@ -1,0 +1,209 @@
+"""Keys and values of the index's named databases (schema version 1; see docs/format.md).
+
+Every object and chunk key starts with the tenant, so tenants never share a key and a prefix scan lists one
+tenant. Values are fixed little-endian structs with variable tails; this module converts them to plain
+records and back and holds no state.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import struct
+from dataclasses import dataclass
+from typing import Any
+
+from mmarchive.errors import InvalidInputError
+from mmarchive.pack.format import ID_LEN, PACK_ID_LEN
+
+SCHEMA_VERSION = 1
+
+DB_OBJECTS = b"objects"
+DB_CHUNKS = b"chunks"
+DB_PACKS = b"packs"
+DB_TENANTS = b"tenants"
+DB_META = b"meta"
+ALL_DBS = (DB_OBJECTS, DB_CHUNKS, DB_PACKS, DB_TENANTS, DB_META)
+
+META_SCHEMA = b"schema"
+META_SEQ = b"seq"
+META_ARCHIVE_ID = b"archive_id"
+
+_TENANT_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+
+
+def check_tenant(tenant: str) -> str:
+    if not isinstance(tenant, str) or not _TENANT_RE.match(tenant):
+        raise InvalidInputError(
+            f"tenant {tenant!r} is not a valid tenant name: use 1-64 characters of letters, digits, "
+            "'.', '_' and '-', starting with a letter or digit")
+    return tenant
+
+
+def tenant_prefix(tenant: str) -> bytes:
+    return tenant.encode() + b"\x00"
+
+
+def scoped_key(tenant: str, ident: bytes) -> bytes:
+    return tenant.encode() + b"\x00" + ident
+
+
+def split_scoped_key(key: bytes) -> tuple[str, bytes]:
+    i = key.index(b"\x00")
+    return key[:i].decode(), key[i + 1:]
+
+
+def parse_object_id(oid: str) -> bytes:
+    try:
+        raw = bytes.fromhex(oid)
+    except (ValueError, TypeError):
+        raw = b""
+    if len(raw) != ID_LEN:
+        raise InvalidInputError(f"{oid!r} is not an object id (64 hexadecimal digits)")
+    return raw
+
+
+# -- objects ------------------------------------------------------------------------------------------
+STATE_LIVE = 1
+STATE_DELETED = 2
+
+_OBJECT = struct.Struct("<BQQQ16sQIII")
+_CHUNK_REF = struct.Struct("<32sI")
+
+
+@dataclass(frozen=True, slots=True)
+class RecordLocation:
+    pack: bytes
+    offset: int
+    stored_len: int
+
+
+@dataclass(frozen=True)
+class ObjectEntry:
+    state: int
+    seq: int
+    size: int
+    created_ns: int
+    #: Where the current manifest (live) or tombstone (deleted) record is.
+    record: RecordLocation
+    metadata_json: bytes
+    chunks: tuple[tuple[bytes, int], ...]
+
+    @property
+    def live(self) -> bool:
+        return self.state == STATE_LIVE
+
+    @property
+    def metadata(self) -> dict[str, Any]:
+        return json.loads(self.metadata_json) if self.metadata_json else {}
+
+    def encode(self) -> bytes:
+        head = _OBJECT.pack(self.state, self.seq, self.size, self.created_ns, self.record.pack,
+                            self.record.offset, self.record.stored_len, len(self.chunks),
+                            len(self.metadata_json))
+        return b"".join([head, self.metadata_json,
+                         *(_CHUNK_REF.pack(c, n) for c, n in self.chunks)])
+
+    @staticmethod
+    def decode(buf: bytes) -> ObjectEntry:
+        state, seq, size, created, pack, off, slen, n, mlen = _OBJECT.unpack_from(buf)
+        o = _OBJECT.size
+        meta = bytes(buf[o:o + mlen])
+        o += mlen
+        chunks = tuple(_CHUNK_REF.unpack_from(buf, o + i * _CHUNK_REF.size) for i in range(n))
+        return ObjectEntry(state, seq, size, created, RecordLocation(pack, off, slen), meta, chunks)
+
+    @staticmethod
+    def decode_summary(buf: bytes) -> tuple[int, int, int, int]:
+        """(state, seq, size, created_ns) without decoding metadata or chunks."""
+        state, seq, size, created = _OBJECT.unpack_from(buf)[:4]
+        return state, seq, size, created
+
+
+# -- chunks -------------------------------------------------------------------------------------------
+_CHUNK = struct.Struct("<16sQIIBQ")
+
+
+@dataclass(frozen=True, slots=True)
+class ChunkEntry:
+    record: RecordLocation
+    raw_len: int
+    codec: int
+    refs: int
+
+    def encode(self) -> bytes:
+        return _CHUNK.pack(self.record.pack, self.record.offset, self.record.stored_len,
+                           self.raw_len, self.codec, self.refs)
+
+    @staticmethod
+    def decode(buf: bytes) -> ChunkEntry:
+        pack, off, slen, raw, codec, refs = _CHUNK.unpack(buf)
+        return ChunkEntry(RecordLocation(pack, off, slen), raw, codec, refs)
+
+
+# -- packs --------------------------------------------------------------------------------------------
+PACK_OPEN = 1
+PACK_SEALED = 2
+
+_PACK = struct.Struct("<BQQIQHHH")
+
+
+@dataclass(frozen=True)
+class PackEntry:
+    state: int
+    #: Committed length while open (the index never points past it); the final size once sealed.
+    length: int
+    #: Bytes of records the index points at (headers included); the rest is garbage for gc.
+    live_bytes: int
+    records: int
+    created_ns: int
+    tier: str
+    tenant: str
+    group: str
+
+    @property
+    def sealed(self) -> bool:
+        return self.state == PACK_SEALED
+
+    def encode(self) -> bytes:
+        t, te, g = self.tier.encode(), self.tenant.encode(), self.group.encode()
+        return _PACK.pack(self.state, self.length, self.live_bytes, self.records, self.created_ns,
+                          len(t), len(te), len(g)) + t + te + g
+
+    @staticmethod
+    def decode(buf: bytes) -> PackEntry:
+        state, length, live, records, created, lt, lte, lg = _PACK.unpack_from(buf)
+        o = _PACK.size
+        tier = bytes(buf[o:o + lt]).decode()
+        tenant = bytes(buf[o + lt:o + lt + lte]).decode()
+        group = bytes(buf[o + lt + lte:o + lt + lte + lg]).decode()
+        return PackEntry(state, length, live, records, created, tier, tenant, group)
+
+
+# -- tenants ------------------------------------------------------------------------------------------
+_TENANT = struct.Struct("<qqqqq")
+
+
+@dataclass(frozen=True, slots=True)
+class TenantTotals:
+    objects: int = 0
+    logical_bytes: int = 0
+    chunks: int = 0
+    unique_bytes: int = 0  # plaintext bytes of chunks with references
+    stored_bytes: int = 0  # stored (compressed) payload bytes of those chunks
+
+    def encode(self) -> bytes:
+        return _TENANT.pack(self.objects, self.logical_bytes, self.chunks, self.unique_bytes,
+                            self.stored_bytes)
+
+    @staticmethod
+    def decode(buf: bytes) -> TenantTotals:
+        return TenantTotals(*_TENANT.unpack(buf))
+
+    def plus(self, other: TenantTotals) -> TenantTotals:
+        return TenantTotals(self.objects + other.objects, self.logical_bytes + other.logical_bytes,
+                            self.chunks + other.chunks, self.unique_bytes + other.unique_bytes,
+                            self.stored_bytes + other.stored_bytes)
+
+
+assert PACK_ID_LEN == 16

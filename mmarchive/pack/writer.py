@@ -1,0 +1,147 @@
+"""Appending records to a pack file and sealing it.
+
+A :class:`PackWriter` owns one open pack file descriptor. Records are buffered and written in order;
+``flush`` hands them to the kernel and ``sync`` makes them durable (fdatasync). The caller decides when to
+sync and when an index may point at the bytes: the writer only guarantees that what ``flush`` returned as
+the end offset is a whole number of records. ``seal`` appends the table of contents and the footer and
+syncs; after that the file never changes. The writer does not know the index or where the file lives.
+"""
+
+from __future__ import annotations
+
+import os
+
+import xxhash
+
+from mmarchive.errors import StorageError
+from mmarchive.pack.format import (
+    FOOTER_LEN,
+    Footer,
+    PackHeader,
+    RecordHeader,
+    RecordKind,
+    TocEntry,
+    encode_toc,
+)
+
+_DIRECT_WRITE = 256 * 1024  # payloads this large skip the buffer (writev), saving a copy
+
+
+def write_all(fd: int, parts: list[bytes | bytearray | memoryview], *, what: str) -> None:
+    """Write every byte of ``parts`` to ``fd`` at its current position (handles short writes)."""
+    views = [memoryview(p) for p in parts if len(p)]
+    try:
+        while views:
+            n = os.writev(fd, views)
+            while n and views:
+                if n >= len(views[0]):
+                    n -= len(views[0])
+                    views.pop(0)
+                else:
+                    views[0] = views[0][n:]
+                    n = 0
+    except OSError as e:
+        raise StorageError(f"writing {what} failed: {e.strerror or e}; free space or fix the storage, "
+                           "then retry (nothing unacknowledged was kept)",
+                           transient=False) from e
+
+
+class PackWriter:
+    """Appends records to one pack file."""
+
+    def __init__(self, fd: int, header: PackHeader, name: str, *, offset: int,
+                 toc: list[TocEntry], hasher: xxhash.xxh3_128) -> None:
+        self.fd = fd
+        self.header = header
+        self.name = name
+        self._file_end = offset  # bytes handed to the kernel
+        self._buffer = bytearray()
+        self._toc = toc
+        self._hasher = hasher
+        self.sealed = False
+
+    @classmethod
+    def create(cls, fd: int, header: PackHeader, name: str) -> PackWriter:
+        head = header.encode()
+        writer = cls(fd, header, name, offset=0, toc=[], hasher=xxhash.xxh3_128())
+        writer._buffer += head
+        writer._hasher.update(head)
+        return writer
+
+    @classmethod
+    def resume(cls, fd: int, header: PackHeader, name: str, *, content: bytes,
+               toc: list[TocEntry]) -> PackWriter:
+        """Continue an unsealed pack whose first ``len(content)`` bytes (whole records) are kept."""
+        os.ftruncate(fd, len(content))
+        os.lseek(fd, len(content), os.SEEK_SET)
+        return cls(fd, header, name, offset=len(content), toc=list(toc),
+                   hasher=xxhash.xxh3_128(content))
+
+    @property
+    def size(self) -> int:
+        """Bytes in the pack so far, buffered ones included."""
+        return self._file_end + len(self._buffer)
+
+    @property
+    def record_count(self) -> int:
+        return len(self._toc)
+
+    def append(self, kind: int, codec: int, rid: bytes, raw_len: int,
+               payload: bytes | bytearray | memoryview, checksum: int) -> int:
+        """Append one record and return the offset of its header."""
+        offset = self.size
+        head = RecordHeader(kind, codec, len(payload), raw_len, rid, checksum).encode()
+        self._hasher.update(head)
+        self._hasher.update(payload)
+        self._toc.append(TocEntry(kind, codec, offset, len(payload), raw_len, rid))
+        if len(payload) >= _DIRECT_WRITE:
+            parts: list[bytes | bytearray | memoryview] = [self._buffer, head, payload]
+            write_all(self.fd, parts, what=f"pack {self.name}")
+            self._file_end = offset + len(head) + len(payload)
+            self._buffer = bytearray()
+        else:
+            self._buffer += head
+            self._buffer += payload
+        return offset
+
+    def flush(self) -> int:
+        """Write buffered records to the file; return the end offset (a record boundary)."""
+        if self._buffer:
+            write_all(self.fd, [self._buffer], what=f"pack {self.name}")
+            self._file_end += len(self._buffer)
+            self._buffer = bytearray()
+        return self._file_end
+
+    def sync(self) -> None:
+        try:
+            os.fdatasync(self.fd)
+        except OSError as e:
+            raise StorageError(f"syncing pack {self.name} failed: {e.strerror or e}") from e
+
+    def rollback(self, length: int) -> None:
+        """Drop everything after ``length`` (a committed record boundary) after a failed write."""
+        self._buffer = bytearray()
+        os.ftruncate(self.fd, length)
+        os.lseek(self.fd, length, os.SEEK_SET)
+        self._file_end = length
+        self._toc = [e for e in self._toc if e.offset < length]
+        self._hasher = xxhash.xxh3_128(os.pread(self.fd, length, 0))
+
+    def seal(self) -> int:
+        """Append the table of contents and the footer, sync, and return the final size."""
+        toc_payload = encode_toc(self._toc)
+        toc_offset = self.size
+        head = RecordHeader(RecordKind.TOC, 0, len(toc_payload), len(toc_payload), bytes(32),
+                            xxhash.xxh3_64_intdigest(toc_payload)).encode()
+        self._hasher.update(head)
+        self._hasher.update(toc_payload)
+        footer = Footer(toc_offset=toc_offset, toc_len=len(head) + len(toc_payload),
+                        record_count=len(self._toc), pack_checksum=self._hasher.digest())
+        self._buffer += head
+        self._buffer += toc_payload
+        self._buffer += footer.encode()
+        end = self.flush()
+        self.sync()
+        self.sealed = True
+        assert end == toc_offset + len(head) + len(toc_payload) + FOOTER_LEN
+        return end

@@ -1,0 +1,101 @@
+"""Plain frozen records that the archive's public API returns and its stages exchange.
+
+Nothing here does I/O or holds state; every field is a plain value so records can be logged, compared,
+turned into JSON by the CLI, and passed between threads.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+
+@dataclass(frozen=True)
+class ObjectInfo:
+    """One stored object as the index knows it."""
+
+    tenant: str
+    id: str  # BLAKE3-256 of the object's bytes, hex
+    size: int
+    created_ns: int
+    metadata: Mapping[str, Any]
+    chunk_count: int
+    #: True when a put found these exact bytes (and metadata) already stored: nothing new was written.
+    already_stored: bool = False
+    #: What the caller gave put (a path, "stdin", "bytes"), for reporting; not stored.
+    source: str | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["metadata"] = dict(self.metadata)
+        return d
+
+
+@dataclass(frozen=True)
+class ArchiveStats:
+    """Totals of one tenant, or of the whole archive when ``tenant`` is None."""
+
+    tenant: str | None
+    objects: int
+    logical_bytes: int  # sum of the sizes of live objects
+    unique_bytes: int  # plaintext bytes of the distinct chunks they use
+    stored_bytes: int  # those chunks as stored (after compression)
+    packs: int
+    pack_bytes: int  # pack files on disk, garbage and overhead included (archive-wide only)
+
+    @property
+    def dedup_ratio(self) -> float:
+        return self.logical_bytes / self.unique_bytes if self.unique_bytes else 1.0
+
+    @property
+    def compression_ratio(self) -> float:
+        return self.unique_bytes / self.stored_bytes if self.stored_bytes else 1.0
+
+    def to_json(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["dedup_ratio"] = round(self.dedup_ratio, 4)
+        d["compression_ratio"] = round(self.compression_ratio, 4)
+        return d
+
+
+@dataclass
+class VerifyReport:
+    """What ``verify`` found; ``ok`` is False when anything is damaged or missing."""
+
+    packs_checked: int = 0
+    records_checked: int = 0
+    objects_checked: int = 0
+    bytes_checked: int = 0
+    damaged: list[str] = field(default_factory=list)
+    missing: list[str] = field(default_factory=list)
+    orphaned: list[str] = field(default_factory=list)
+    #: Objects that cannot be read completely because of the damage above.
+    affected_objects: list[str] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not (self.damaged or self.missing or self.affected_objects)
+
+    def to_json(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["ok"] = self.ok
+        return d
+
+
+@dataclass
+class GcReport:
+    packs_deleted: int = 0
+    packs_repacked: int = 0
+    chunks_dropped: int = 0
+    bytes_before: int = 0
+    bytes_after: int = 0
+
+    @property
+    def bytes_reclaimed(self) -> int:
+        return self.bytes_before - self.bytes_after
+
+    def to_json(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["bytes_reclaimed"] = self.bytes_reclaimed
+        return d

@@ -1,0 +1,156 @@
+"""A tier in a local directory (an SSD or a disk mount): pack files under two-hex-digit fan-out folders.
+
+Owns the file-system side of packs: creating a pack file durably (the file and its directory entry are
+synced), opening packs for appending, positional reads through a bounded cache of read-only descriptors
+that threads share, listing and removing. It knows nothing of the records inside.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections import OrderedDict
+from collections.abc import Iterator
+from pathlib import Path
+
+from mmarchive.errors import IntegrityError, StorageError
+
+PACK_SUFFIX = ".pack"
+
+
+def fsync_directory(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+class LocalPackFile:
+    """Random access to one pack on a local tier (:class:`mmarchive.pack.reader.PackBytes`).
+
+    Owns its own descriptor (a dup of the tier's cached one), so the tier may close cached descriptors at
+    any time; close it (or use it as a context manager) when done.
+    """
+
+    def __init__(self, name: str, fd: int) -> None:
+        self.name = name
+        self._fd = fd
+
+    def read_at(self, offset: int, length: int) -> bytes:
+        try:
+            return os.pread(self._fd, length, offset)
+        except OSError as e:
+            raise IntegrityError(f"pack {self.name}: read at offset {offset} failed ({e.strerror}); "
+                                 "check the disk", pack=self.name, offset=offset) from e
+
+    def size(self) -> int:
+        return os.fstat(self._fd).st_size
+
+    def close(self) -> None:
+        if self._fd >= 0:
+            os.close(self._fd)
+            self._fd = -1
+
+    def __enter__(self) -> LocalPackFile:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+class LocalTier:
+    """Pack files in one directory tree."""
+
+    def __init__(self, root: Path, *, max_open: int = 256) -> None:
+        self.root = root
+        self._max_open = max_open
+        self._open: OrderedDict[str, int] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def path(self, name: str) -> Path:
+        return self.root / name[:2] / (name + PACK_SUFFIX)
+
+    def create(self, name: str) -> int:
+        """Create a new pack file (never an existing one) and return a read-write descriptor."""
+        path = self.path(name)
+        try:
+            new_dir = not path.parent.exists()
+            path.parent.mkdir(parents=True, exist_ok=True)
+            if new_dir:
+                fsync_directory(self.root)
+            fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o640)
+            fsync_directory(path.parent)
+        except OSError as e:
+            raise StorageError(f"cannot create pack file {path}: {e.strerror or e}") from e
+        return fd
+
+    def open_append(self, name: str) -> int:
+        path = self.path(name)
+        try:
+            fd = os.open(path, os.O_RDWR | os.O_CLOEXEC)
+        except FileNotFoundError as e:
+            raise IntegrityError(f"pack {name} is missing from {self.root}; restore it or run "
+                                 "`mmarchive verify`", pack=name) from e
+        os.lseek(fd, 0, os.SEEK_END)
+        return fd
+
+    def reader(self, name: str) -> LocalPackFile:
+        """Open a pack for reading; the caller closes the returned file."""
+        with self._lock:
+            fd = self._open.get(name)
+            if fd is not None:
+                self._open.move_to_end(name)
+                return LocalPackFile(name, os.dup(fd))
+        try:
+            fd = os.open(self.path(name), os.O_RDONLY | os.O_CLOEXEC)
+        except FileNotFoundError as e:
+            raise IntegrityError(f"pack {name} is missing from {self.root}; restore it from a replica "
+                                 "or run `mmarchive verify`", pack=name) from e
+        with self._lock:
+            old = self._open.get(name)
+            if old is not None:
+                os.close(fd)
+                fd = old
+            else:
+                self._open[name] = fd
+            mine = os.dup(fd)
+            while len(self._open) > self._max_open:
+                _, old_fd = self._open.popitem(last=False)
+                os.close(old_fd)
+        return LocalPackFile(name, mine)
+
+    def forget(self, name: str) -> None:
+        """Close the cached read descriptor of a pack (after it was replaced or removed)."""
+        with self._lock:
+            fd = self._open.pop(name, None)
+        if fd is not None:
+            os.close(fd)
+
+    def exists(self, name: str) -> bool:
+        return self.path(name).exists()
+
+    def remove(self, name: str) -> None:
+        self.forget(name)
+        path = self.path(name)
+        try:
+            path.unlink()
+        except FileNotFoundError:
+            return
+        fsync_directory(path.parent)
+
+    def names(self) -> Iterator[str]:
+        if not self.root.exists():
+            return
+        for sub in sorted(self.root.iterdir()):
+            if sub.is_dir() and len(sub.name) == 2:
+                for f in sorted(sub.iterdir()):
+                    if f.name.endswith(PACK_SUFFIX):
+                        yield f.name[: -len(PACK_SUFFIX)]
+
+    def close(self) -> None:
+        with self._lock:
+            fds = list(self._open.values())
+            self._open.clear()
+        for fd in fds:
+            os.close(fd)

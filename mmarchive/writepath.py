@@ -1,0 +1,511 @@
+"""The write path: records appended to packs, index changes staged, and group commit in durable order.
+
+This module is the one place that enforces the write ordering of docs/format.md:
+
+1. a pack is registered in the index (open, length 0) before its file is created;
+2. records are appended to the pack and its index changes are staged in memory;
+3. a commit flushes and fdatasyncs every pack written since the last commit, *then* applies all staged
+   changes (object entries, chunk references, pack lengths, tenant totals) in one LMDB transaction;
+4. only then are the callers whose work was in that commit told it is durable.
+
+An index entry therefore never points at bytes that are not on stable storage, and bytes past a pack's
+committed length are never referenced (recovery cuts them off). Commits are grouped: every thread that
+stages work waits for the next commit to cover its ticket, and one commit thread serves them all.
+A failed write or commit puts the write path in a failed state; reopen the archive to recover.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import xxhash
+
+from mmarchive.config import StoreConfig
+from mmarchive.errors import ArchiveStateError, IntegrityError, StorageError
+from mmarchive.index.env import IndexEnv
+from mmarchive.index.schema import (
+    DB_CHUNKS,
+    DB_META,
+    DB_OBJECTS,
+    DB_PACKS,
+    DB_TENANTS,
+    META_SEQ,
+    PACK_OPEN,
+    PACK_SEALED,
+    STATE_DELETED,
+    STATE_LIVE,
+    ChunkEntry,
+    ObjectEntry,
+    PackEntry,
+    RecordLocation,
+    TenantTotals,
+    scoped_key,
+    split_scoped_key,
+)
+from mmarchive.pack.format import (
+    RECORD_HEADER_LEN,
+    Manifest,
+    PackHeader,
+    RecordKind,
+    TocEntry,
+    Tombstone,
+    encode_metadata,
+    pack_name,
+)
+from mmarchive.pack.reader import ScanResult, scan_pack
+from mmarchive.pack.writer import PackWriter
+from mmarchive.store.chunks import PreparedChunk
+from mmarchive.tiers.local import LocalTier
+
+LOCAL_TIER = "local"
+
+
+@dataclass
+class _ChunkChange:
+    tenant: str
+    new: RecordLocation | None  # set when this batch wrote the record
+    raw_len: int
+    codec: int
+    refs_delta: int = 0
+
+
+@dataclass
+class _Batch:
+    """Everything staged since the last commit."""
+
+    chunks: dict[bytes, _ChunkChange] = field(default_factory=dict)
+    objects: dict[bytes, ObjectEntry] = field(default_factory=dict)
+    dirty: dict[bytes, PackWriter] = field(default_factory=dict)
+    full: list[PackWriter] = field(default_factory=list)
+    seq: int = 0
+    ticket: int = 0
+
+    def empty(self) -> bool:
+        return not (self.chunks or self.objects or self.dirty or self.full)
+
+
+@dataclass
+class _ActivePack:
+    writer: PackWriter
+    pack_id: bytes
+
+
+class WritePath:
+    """Stages records and index changes and commits them in groups (one per archive handle)."""
+
+    def __init__(self, index: IndexEnv, tier: LocalTier, cfg: StoreConfig) -> None:
+        self.index = index
+        self.tier = tier
+        self.cfg = cfg
+        self._lock = threading.RLock()  # guards staging state and pack writers
+        self._batch = _Batch()
+        self._ticket = 0  # last ticket handed out
+        self._active: dict[tuple[str, str], _ActivePack] = {}
+        #: Unsealed packs from earlier sessions, resumed when their (tenant, group) writes again.
+        self._resumable: dict[tuple[str, str], bytes] = {}
+        self._committed_len: dict[bytes, int] = {}
+        # Pending (not yet committed) chunks and objects, visible to dedup and existence checks.
+        self._pending_chunks: dict[bytes, _ChunkChange] = {}
+        self._pending_objects: dict[bytes, tuple[ObjectEntry, int]] = {}
+        # Group commit state.
+        self._cond = threading.Condition()
+        self._durable = 0
+        self._requested = 0
+        self._failure: BaseException | None = None
+        self._closing = False
+        self._thread: threading.Thread | None = None
+        with index.read() as txn:
+            raw = txn.get(META_SEQ, db=index.db(DB_META))
+        self._seq = int.from_bytes(raw, "little") if raw else 0
+        self._recover()
+
+    # -- recovery ---------------------------------------------------------------------------------
+
+    def _recover(self) -> None:
+        """Cut uncommitted tails off open packs; seal the ones that are full or duplicated."""
+        with self.index.read() as txn:
+            open_packs = [(k, PackEntry.decode(v)) for k, v in txn.cursor(db=self.index.db(DB_PACKS))
+                          if PackEntry.decode(v).state == PACK_OPEN]
+        for pack_id, entry in open_packs:
+            name = pack_name(pack_id)
+            path = self.tier.path(name)
+            if not path.exists():
+                if entry.length == 0:
+                    self.index.write(lambda txn, k=pack_id: txn.delete(k, db=self.index.db(DB_PACKS)))
+                # A missing pack with committed records is damage: verify reports it.
+                continue
+            size = path.stat().st_size
+            if size > entry.length:
+                with open(path, "r+b") as f:
+                    f.truncate(entry.length)
+                    f.flush()
+                    os.fsync(f.fileno())
+            key = (entry.tenant, entry.group)
+            self._committed_len[pack_id] = entry.length
+            if entry.length >= self.cfg.pack_size or key in self._resumable:
+                self._seal_existing(pack_id, entry)
+            else:
+                self._resumable[key] = pack_id
+
+    def _resume_writer(self, pack_id: bytes, entry_length: int) -> PackWriter:
+        name = pack_name(pack_id)
+        fd = self.tier.open_append(name)
+        src = self.tier.reader(name)
+        try:
+            scan = ScanResult()
+            toc = []
+            for rec in scan_pack(src, scan, limit=entry_length, payloads=False):
+                toc.append(TocEntry(rec.header.kind, rec.header.codec, rec.offset,
+                                    rec.header.stored_len, rec.header.raw_len, rec.header.id))
+            if scan.problems or scan.header is None or scan.clean_end != entry_length:
+                raise IntegrityError(f"pack {name} cannot be resumed: "
+                                     f"{'; '.join(scan.problems or ['its records end early'])}",
+                                     pack=name)
+            content = src.read_at(0, entry_length)
+        finally:
+            src.close()
+        return PackWriter.resume(fd, scan.header, name, content=content, toc=toc)
+
+    def _seal_existing(self, pack_id: bytes, entry: PackEntry) -> None:
+        writer = self._resume_writer(pack_id, entry.length)
+        try:
+            size = writer.seal()
+        finally:
+            os.close(writer.fd)
+        self._mark_sealed(pack_id, size)
+
+    def _mark_sealed(self, pack_id: bytes, size: int) -> None:
+        def apply(txn: Any) -> None:
+            db = self.index.db(DB_PACKS)
+            cur = PackEntry.decode(txn.get(pack_id, db=db))
+            txn.put(pack_id, PackEntry(PACK_SEALED, size, cur.live_bytes, cur.records, cur.created_ns,
+                                       cur.tier, cur.tenant, cur.group).encode(), db=db)
+
+        self.index.write(apply)
+        self._committed_len.pop(pack_id, None)
+        self.tier.forget(pack_name(pack_id))
+
+    # -- staging ----------------------------------------------------------------------------------
+
+    def _check_usable(self) -> None:
+        if self._failure is not None:
+            raise StorageError(f"an earlier write failed ({self._failure}); nothing after it was "
+                               "acknowledged. Close and reopen the archive to continue") \
+                from self._failure
+        if self._closing:
+            raise ArchiveStateError("the archive is closed")
+
+    def _writer(self, tenant: str, group: str) -> _ActivePack:
+        key = (tenant, group)
+        active = self._active.get(key)
+        if active is not None:
+            return active
+        pack_id = self._resumable.pop(key, None)
+        if pack_id is not None:
+            writer = self._resume_writer(pack_id, self._committed_len[pack_id])
+        else:
+            pack_id = secrets.token_bytes(16)
+            now = time.time_ns()
+            entry = PackEntry(PACK_OPEN, 0, 0, 0, now, LOCAL_TIER, tenant, group)
+            self.index.write(lambda txn: txn.put(pack_id, entry.encode(),
+                                                 db=self.index.db(DB_PACKS)))
+            self._committed_len[pack_id] = 0
+            fd = self.tier.create(pack_name(pack_id))
+            writer = PackWriter.create(fd, PackHeader(pack_id, tenant, group, now),
+                                       pack_name(pack_id))
+        active = self._active[key] = _ActivePack(writer, pack_id)
+        return active
+
+    def _append(self, tenant: str, group: str, kind: int, codec: int, rid: bytes, raw_len: int,
+                payload: bytes | bytearray | memoryview, checksum: int) -> RecordLocation:
+        active = self._writer(tenant, group)
+        try:
+            offset = active.writer.append(kind, codec, rid, raw_len, payload, checksum)
+        except StorageError as e:
+            self._fail(e)
+            raise
+        self._batch.dirty[active.pack_id] = active.writer
+        if active.writer.size >= self.cfg.pack_size:
+            del self._active[(tenant, group)]
+            self._batch.full.append(active.writer)
+        return RecordLocation(active.pack_id, offset, len(payload))
+
+    def chunk_known(self, key: bytes) -> bool:
+        """Whether a chunk (tenant-scoped key) is stored or staged. Thread-safe, lock-free."""
+        if key in self._pending_chunks:
+            return True
+        with self.index.read() as txn:
+            return txn.get(key, db=self.index.db(DB_CHUNKS)) is not None
+
+    def stage_chunk(self, tenant: str, group: str, chunk: PreparedChunk | None, cid: bytes,
+                    data: bytes | bytearray | memoryview | None = None,
+                    encode: Any = None) -> None:
+        """Make chunk ``cid`` stored: append its record unless it is already stored or staged.
+
+        ``chunk`` is the prepared record, or None when the caller found the chunk known; then ``data`` and
+        ``encode`` (a function data -> PreparedChunk) are used if it turned out not to be.
+        """
+        key = scoped_key(tenant, cid)
+        with self._lock:
+            self._check_usable()
+            if self.chunk_known(key):
+                return
+            if chunk is None:
+                assert data is not None and encode is not None
+                chunk = encode(data)
+                assert chunk is not None
+            loc = self._append(tenant, group, RecordKind.CHUNK, chunk.codec, cid, chunk.raw_len,
+                               chunk.stored, chunk.checksum)
+            change = _ChunkChange(tenant, loc, chunk.raw_len, chunk.codec, 0)
+            self._batch.chunks[key] = change
+            self._pending_chunks[key] = change
+
+    def _ref(self, tenant: str, cid: bytes, delta: int) -> None:
+        key = scoped_key(tenant, cid)
+        change = self._batch.chunks.get(key)
+        if change is None:
+            change = self._batch.chunks[key] = _ChunkChange(tenant, None, 0, 0, 0)
+        change.refs_delta += delta
+
+    def current_object(self, key: bytes) -> ObjectEntry | None:
+        pending = self._pending_objects.get(key)
+        if pending is not None:
+            return pending[0]
+        with self.index.read() as txn:
+            raw = txn.get(key, db=self.index.db(DB_OBJECTS))
+        return ObjectEntry.decode(raw) if raw is not None else None
+
+    def stage_object(self, tenant: str, group: str, oid: bytes, size: int,
+                     metadata: dict[str, Any] | None, chunks: list[tuple[bytes, int]]
+                     ) -> tuple[ObjectEntry, bool, int]:
+        """Stage the manifest of an object whose chunks are staged; return (entry, existed, ticket)."""
+        key = scoped_key(tenant, oid)
+        with self._lock:
+            self._check_usable()
+            prev = self.current_object(key)
+            if prev is not None and prev.live and (
+                    metadata is None or encode_metadata(metadata) == prev.metadata_json):
+                pending = self._pending_objects.get(key)
+                return prev, True, (pending[1] if pending else 0)
+            meta = metadata if metadata is not None else {}
+            self._seq += 1
+            now = time.time_ns()
+            manifest = Manifest(oid, tenant, self._seq, size, now, meta, tuple(chunks))
+            payload = manifest.encode_payload()
+            loc = self._append(tenant, group, RecordKind.MANIFEST, 0, oid, len(payload), payload,
+                               xxhash.xxh3_64_intdigest(payload))
+            entry = ObjectEntry(STATE_LIVE, self._seq, size, now, loc, encode_metadata(meta),
+                                tuple(chunks))
+            for cid, _n in chunks:
+                self._ref(tenant, cid, +1)
+            if prev is not None and prev.live:
+                for cid, _n in prev.chunks:
+                    self._ref(tenant, cid, -1)
+            return entry, False, self._stage_entry(key, entry)
+
+    def stage_delete(self, tenant: str, group: str, oid: bytes) -> tuple[ObjectEntry, int] | None:
+        """Stage a tombstone; return (the deleted entry, ticket) or None if there is no live object."""
+        key = scoped_key(tenant, oid)
+        with self._lock:
+            self._check_usable()
+            prev = self.current_object(key)
+            if prev is None or not prev.live:
+                return None
+            self._seq += 1
+            now = time.time_ns()
+            payload = Tombstone(oid, tenant, self._seq, now).encode_payload()
+            loc = self._append(tenant, group, RecordKind.TOMBSTONE, 0, oid, len(payload), payload,
+                               xxhash.xxh3_64_intdigest(payload))
+            for cid, _n in prev.chunks:
+                self._ref(tenant, cid, -1)
+            entry = ObjectEntry(STATE_DELETED, self._seq, 0, now, loc, b"", ())
+            return prev, self._stage_entry(key, entry)
+
+    def _stage_entry(self, key: bytes, entry: ObjectEntry) -> int:
+        self._batch.objects[key] = entry
+        self._batch.seq = self._seq
+        self._ticket += 1
+        self._batch.ticket = self._ticket
+        self._pending_objects[key] = (entry, self._ticket)
+        return self._ticket
+
+    # -- group commit -----------------------------------------------------------------------------
+
+    def barrier(self) -> int:
+        """Return a ticket covering everything staged so far (chunks without manifests included)."""
+        with self._lock:
+            self._ticket += 1
+            self._batch.ticket = self._ticket
+            return self._ticket
+
+    def request_commit(self, ticket: int) -> None:
+        """Ask the commit thread to commit through ``ticket`` (returns at once)."""
+        with self._cond:
+            if ticket > self._requested:
+                self._requested = ticket
+                self._cond.notify_all()
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._commit_loop, name="mmarchive-commit",
+                                                daemon=True)
+                self._thread.start()
+
+    def wait_durable(self, ticket: int) -> None:
+        """Block until ``ticket`` is committed; raise if its commit failed."""
+        if ticket <= self._durable:
+            return
+        self.request_commit(ticket)
+        with self._cond:
+            while self._durable < ticket and self._failure is None:
+                self._cond.wait()
+        if self._durable < ticket:
+            raise StorageError(f"the commit of this write failed ({self._failure}); it was not "
+                               "stored. Close and reopen the archive, then retry") from self._failure
+
+    def is_durable(self, ticket: int) -> bool:
+        return ticket <= self._durable
+
+    def _commit_loop(self) -> None:
+        while True:
+            with self._cond:
+                while self._requested <= self._durable and not self._closing:
+                    self._cond.wait()
+                if self._requested <= self._durable and self._closing:
+                    return
+                if self._failure is not None:
+                    return
+            try:
+                self._commit_once()
+            except BaseException as e:  # noqa: BLE001 - every failure must reach the waiters
+                self._fail(e)
+                return
+
+    def _fail(self, error: BaseException) -> None:
+        with self._cond:
+            if self._failure is None:
+                self._failure = error
+            self._cond.notify_all()
+
+    def _commit_once(self) -> None:
+        with self._lock:
+            batch = self._batch
+            self._batch = _Batch()
+            ends = {pack_id: writer.flush() for pack_id, writer in batch.dirty.items()}
+        for writer in batch.dirty.values():
+            writer.sync()
+        if not batch.empty():
+            self.index.write(lambda txn: self._apply(txn, batch, ends))
+        for pack_id, end in ends.items():
+            self._committed_len[pack_id] = end
+        with self._lock:
+            for key, change in batch.chunks.items():
+                if self._pending_chunks.get(key) is change:
+                    del self._pending_chunks[key]
+            for key, entry in batch.objects.items():
+                pending = self._pending_objects.get(key)
+                if pending is not None and pending[0] is entry:
+                    del self._pending_objects[key]
+        with self._cond:
+            self._durable = max(self._durable, batch.ticket)
+            self._cond.notify_all()
+        for writer in batch.full:
+            pack_id = writer.header.pack_id
+            size = writer.seal()
+            os.close(writer.fd)
+            self._mark_sealed(pack_id, size)
+
+    def _apply(self, txn: Any, batch: _Batch, ends: dict[bytes, int]) -> None:
+        """Apply one batch in the open write transaction (idempotent w.r.t. Python state)."""
+        db_o, db_c = self.index.db(DB_OBJECTS), self.index.db(DB_CHUNKS)
+        db_p, db_t = self.index.db(DB_PACKS), self.index.db(DB_TENANTS)
+        live: dict[bytes, int] = {}
+        records: dict[bytes, int] = {}
+        totals: dict[str, TenantTotals] = {}
+
+        def tally(tenant: str, d: TenantTotals) -> None:
+            totals[tenant] = totals.get(tenant, TenantTotals()).plus(d)
+
+        def rec_size(loc: RecordLocation) -> int:
+            return RECORD_HEADER_LEN + loc.stored_len
+
+        for key, change in batch.chunks.items():
+            raw = txn.get(key, db=db_c)
+            cur = ChunkEntry.decode(raw) if raw is not None else None
+            if change.new is not None:
+                records[change.new.pack] = records.get(change.new.pack, 0) + 1
+            if cur is None:
+                assert change.new is not None, "reference to a chunk that was never stored"
+                cur = ChunkEntry(change.new, change.raw_len, change.codec, 0)
+            refs = cur.refs + change.refs_delta
+            if refs < 0:
+                raise IntegrityError(f"chunk {key.hex()} would get a negative reference count; "
+                                     "run `mmarchive reindex`")
+            if cur.refs == 0 and refs > 0:
+                live[cur.record.pack] = live.get(cur.record.pack, 0) + rec_size(cur.record)
+                tally(change.tenant, TenantTotals(0, 0, 1, cur.raw_len, cur.record.stored_len))
+            elif cur.refs > 0 and refs == 0:
+                live[cur.record.pack] = live.get(cur.record.pack, 0) - rec_size(cur.record)
+                tally(change.tenant, TenantTotals(0, 0, -1, -cur.raw_len, -cur.record.stored_len))
+            txn.put(key, ChunkEntry(cur.record, cur.raw_len, cur.codec, refs).encode(), db=db_c)
+
+        for key, entry in batch.objects.items():
+            tenant, _oid = split_scoped_key(key)
+            raw = txn.get(key, db=db_o)
+            prev = ObjectEntry.decode(raw) if raw is not None else None
+            if prev is not None:
+                live[prev.record.pack] = live.get(prev.record.pack, 0) - rec_size(prev.record)
+                if prev.live:
+                    tally(tenant, TenantTotals(-1, -prev.size))
+            live[entry.record.pack] = live.get(entry.record.pack, 0) + rec_size(entry.record)
+            if entry.live:
+                tally(tenant, TenantTotals(1, entry.size))
+            txn.put(key, entry.encode(), db=db_o)
+        for key, entry in batch.objects.items():
+            records[entry.record.pack] = records.get(entry.record.pack, 0) + 1
+        # Records of staged-then-superseded entries in this batch are in the packs but not counted
+        # here; the pack record count is informational (the TOC is authoritative).
+
+        for pack_id in set(ends) | set(live):
+            raw = txn.get(pack_id, db=db_p)
+            if raw is None:
+                raise IntegrityError(f"pack {pack_name(pack_id)} is not registered in the index")
+            cur_p = PackEntry.decode(raw)
+            length = ends.get(pack_id, cur_p.length) if cur_p.state == PACK_OPEN else cur_p.length
+            txn.put(pack_id, PackEntry(cur_p.state, length, cur_p.live_bytes + live.get(pack_id, 0),
+                                       cur_p.records + records.get(pack_id, 0), cur_p.created_ns,
+                                       cur_p.tier, cur_p.tenant, cur_p.group).encode(), db=db_p)
+
+        for tenant, delta in totals.items():
+            tkey = tenant.encode()
+            raw = txn.get(tkey, db=db_t)
+            cur_t = TenantTotals.decode(raw) if raw is not None else TenantTotals()
+            txn.put(tkey, cur_t.plus(delta).encode(), db=db_t)
+        if batch.seq:
+            txn.put(META_SEQ, batch.seq.to_bytes(8, "little"), db=self.index.db(DB_META))
+
+    # -- shutdown ---------------------------------------------------------------------------------
+
+    def flush(self) -> None:
+        """Commit everything staged so far and wait for it."""
+        self.wait_durable(self.barrier())
+
+    def close(self) -> None:
+        """Commit what is staged, stop the commit thread, close pack files (open packs stay open)."""
+        if self._failure is None and not self._closing:
+            try:
+                self.flush()
+            except StorageError:
+                pass
+        with self._cond:
+            self._closing = True
+            self._cond.notify_all()
+        if self._thread is not None:
+            self._thread.join()
+        with self._lock:
+            for active in self._active.values():
+                os.close(active.writer.fd)
+            self._active.clear()
