@@ -134,11 +134,13 @@ class WritePath:
         for pack_id, entry in open_packs:
             name = pack_name(pack_id)
             path = self.tier.path(name)
-            if not path.exists():
-                if entry.length == 0:
-                    self.index.write(lambda txn, k=pack_id: txn.delete(k, db=self.index.db(DB_PACKS)))
-                # A missing pack with committed records is damage: verify reports it.
+            if entry.length == 0:
+                # Registered but nothing committed: a crash before the first commit (or mid-repack).
+                self.tier.remove(name)
+                self.index.write(lambda txn, k=pack_id: txn.delete(k, db=self.index.db(DB_PACKS)))
                 continue
+            if not path.exists():
+                continue  # a missing pack with committed records is damage: verify reports it
             size = path.stat().st_size
             if size > entry.length:
                 with open(path, "r+b") as f:
@@ -209,17 +211,37 @@ class WritePath:
         if pack_id is not None:
             writer = self._resume_writer(pack_id, self._committed_len[pack_id])
         else:
-            pack_id = secrets.token_bytes(16)
-            now = time.time_ns()
-            entry = PackEntry(PACK_OPEN, 0, 0, 0, now, LOCAL_TIER, tenant, group)
-            self.index.write(lambda txn: txn.put(pack_id, entry.encode(),
-                                                 db=self.index.db(DB_PACKS)))
+            pack_id, writer = self.create_pack(tenant, group)
             self._committed_len[pack_id] = 0
-            fd = self.tier.create(pack_name(pack_id))
-            writer = PackWriter.create(fd, PackHeader(pack_id, tenant, group, now),
-                                       pack_name(pack_id))
         active = self._active[key] = _ActivePack(writer, pack_id)
         return active
+
+    def create_pack(self, tenant: str, group: str) -> tuple[bytes, PackWriter]:
+        """Register a new pack in the index (open, length 0), then create its file."""
+        pack_id = secrets.token_bytes(16)
+        now = time.time_ns()
+        entry = PackEntry(PACK_OPEN, 0, 0, 0, now, LOCAL_TIER, tenant, group)
+        self.index.write(lambda txn: txn.put(pack_id, entry.encode(), db=self.index.db(DB_PACKS)))
+        fd = self.tier.create(pack_name(pack_id))
+        return pack_id, PackWriter.create(fd, PackHeader(pack_id, tenant, group, now),
+                                          pack_name(pack_id))
+
+    def seal_all(self) -> None:
+        """Commit what is staged, then seal every open pack (active and resumable)."""
+        self.flush()
+        with self._lock:
+            actives = list(self._active.values())
+            self._active.clear()
+            resumable = list(self._resumable.values())
+            self._resumable.clear()
+        for active in actives:
+            size = active.writer.seal()
+            os.close(active.writer.fd)
+            self._mark_sealed(active.pack_id, size)
+        for pack_id in resumable:
+            with self.index.read() as txn:
+                entry = PackEntry.decode(txn.get(pack_id, db=self.index.db(DB_PACKS)))
+            self._seal_existing(pack_id, entry)
 
     def _append(self, tenant: str, group: str, kind: int, codec: int, rid: bytes, raw_len: int,
                 payload: bytes | bytearray | memoryview, checksum: int) -> RecordLocation:

@@ -1,0 +1,166 @@
+"""Reindex: rebuild the whole LMDB index from the pack files alone.
+
+Every pack on the tier is scanned; chunk records give the chunk table, the manifest or tombstone with the
+highest sequence number per (tenant, object) gives the object table, and reference counts, pack live bytes
+and tenant totals are recomputed from those. The new index is built beside the old one and swapped in by
+rename, so a crash during reindex leaves the old index in place.
+"""
+
+from __future__ import annotations
+
+import shutil
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from mmarchive.errors import IntegrityError
+from mmarchive.index.env import IndexEnv
+from mmarchive.index.schema import (
+    DB_CHUNKS,
+    DB_META,
+    DB_OBJECTS,
+    DB_PACKS,
+    DB_TENANTS,
+    META_ARCHIVE_ID,
+    META_SCHEMA,
+    META_SEQ,
+    PACK_OPEN,
+    PACK_SEALED,
+    SCHEMA_VERSION,
+    STATE_DELETED,
+    STATE_LIVE,
+    ChunkEntry,
+    ObjectEntry,
+    PackEntry,
+    RecordLocation,
+    TenantTotals,
+    scoped_key,
+)
+from mmarchive.pack.format import (
+    RECORD_HEADER_LEN,
+    Manifest,
+    RecordKind,
+    Tombstone,
+    encode_metadata,
+    pack_name,
+)
+from mmarchive.pack.reader import ScanResult, scan_pack
+from mmarchive.tiers.local import fsync_directory
+
+if TYPE_CHECKING:
+    from mmarchive.archive import Archive
+
+LOCAL_TIER = "local"
+
+
+@dataclass
+class _PackFacts:
+    tenant: str
+    group: str
+    created_ns: int
+    sealed: bool
+    length: int
+    records: int
+
+
+def rebuild_index(archive: Archive) -> None:
+    index_dir = archive.index.path
+    new_dir = index_dir.with_name(index_dir.name + ".rebuild")
+    old_dir = index_dir.with_name(index_dir.name + ".old")
+    shutil.rmtree(new_dir, ignore_errors=True)
+    shutil.rmtree(old_dir, ignore_errors=True)
+
+    packs: dict[bytes, _PackFacts] = {}
+    chunks: dict[bytes, tuple[RecordLocation, int, int]] = {}  # key -> (loc, raw_len, codec)
+    winners: dict[bytes, tuple[int, RecordLocation, Manifest | Tombstone]] = {}
+    max_seq = 0
+    for name in archive.tier.names():
+        if len(name) != 32:
+            continue
+        pack_id = bytes.fromhex(name)
+        scan = ScanResult()
+        last_end = 0
+        records = 0
+        with archive.tier.reader(name) as src:
+            for rec in scan_pack(src, scan):
+                h = rec.header
+                if scan.header is None or scan.header.pack_id != pack_id:
+                    break
+                tenant = scan.header.tenant
+                loc = RecordLocation(pack_id, rec.offset, h.stored_len)
+                records += 1
+                last_end = rec.offset + RECORD_HEADER_LEN + h.stored_len
+                if h.kind == RecordKind.CHUNK:
+                    chunks.setdefault(scoped_key(tenant, h.id), (loc, h.raw_len, h.codec))
+                elif h.kind in (RecordKind.MANIFEST, RecordKind.TOMBSTONE):
+                    payload = bytes(rec.payload)
+                    item: Manifest | Tombstone = (
+                        Manifest.decode_payload(h.id, payload, pack=name)
+                        if h.kind == RecordKind.MANIFEST
+                        else Tombstone.decode_payload(h.id, payload, pack=name))
+                    key = scoped_key(item.tenant, h.id)
+                    max_seq = max(max_seq, item.seq)
+                    prev = winners.get(key)
+                    if prev is None or item.seq > prev[0]:
+                        winners[key] = (item.seq, loc, item)
+            header = scan.header
+            if header is None:
+                continue  # not a pack we can read at all; verify reports it
+            if header.pack_id != pack_id:
+                raise IntegrityError(f"pack file {name} holds pack {header.pack_id.hex()}; rename or "
+                                     "remove it before reindexing", pack=name)
+            length = src.size() if scan.sealed else max(last_end, len(header.encode()))
+        packs[pack_id] = _PackFacts(header.tenant, header.group, header.created_ns, scan.sealed,
+                                    length, records)
+
+    refs: dict[bytes, int] = {}
+    live: dict[bytes, int] = {}
+    totals: dict[str, TenantTotals] = {}
+    objects: list[tuple[bytes, ObjectEntry]] = []
+    for key, (seq, loc, item) in winners.items():
+        live[loc.pack] = live.get(loc.pack, 0) + RECORD_HEADER_LEN + loc.stored_len
+        if isinstance(item, Manifest):
+            entry = ObjectEntry(STATE_LIVE, seq, item.size, item.created_ns, loc,
+                                encode_metadata(item.metadata), item.chunks)
+            t = totals.get(item.tenant, TenantTotals())
+            totals[item.tenant] = t.plus(TenantTotals(1, item.size))
+            for cid, _n in item.chunks:
+                ck = scoped_key(item.tenant, cid)
+                refs[ck] = refs.get(ck, 0) + 1
+        else:
+            entry = ObjectEntry(STATE_DELETED, seq, 0, item.deleted_ns, loc, b"", ())
+        objects.append((key, entry))
+
+    def build(txn: Any, env: IndexEnv) -> None:
+        for key, entry in objects:
+            txn.put(key, entry.encode(), db=env.db(DB_OBJECTS))
+        for key, (loc, raw_len, codec) in chunks.items():
+            n = refs.get(key, 0)
+            txn.put(key, ChunkEntry(loc, raw_len, codec, n).encode(), db=env.db(DB_CHUNKS))
+            if n:
+                live[loc.pack] = live.get(loc.pack, 0) + RECORD_HEADER_LEN + loc.stored_len
+                tenant = key[:key.index(b"\x00")].decode()
+                t = totals.get(tenant, TenantTotals())
+                totals[tenant] = t.plus(TenantTotals(0, 0, 1, raw_len, loc.stored_len))
+        for pack_id, f in packs.items():
+            txn.put(pack_id, PackEntry(PACK_SEALED if f.sealed else PACK_OPEN, f.length,
+                                       live.get(pack_id, 0), f.records, f.created_ns, LOCAL_TIER,
+                                       f.tenant, f.group).encode(), db=env.db(DB_PACKS))
+        for tenant, t in totals.items():
+            txn.put(tenant.encode(), t.encode(), db=env.db(DB_TENANTS))
+        meta = env.db(DB_META)
+        txn.put(META_SEQ, max_seq.to_bytes(8, "little"), db=meta)
+        txn.put(META_ARCHIVE_ID, archive.config.archive_id.encode(), db=meta)
+        txn.put(META_SCHEMA, str(SCHEMA_VERSION).encode(), db=meta)
+
+    env = IndexEnv(new_dir, archive.config.index)
+    try:
+        env.write(lambda txn: build(txn, env))
+        env.sync()
+    finally:
+        env.close()
+    archive.index.close()
+    index_dir.rename(old_dir)
+    new_dir.rename(index_dir)
+    fsync_directory(index_dir.parent)
+    shutil.rmtree(old_dir, ignore_errors=True)
+    archive.index = IndexEnv(index_dir, archive.config.index)
