@@ -13,6 +13,7 @@ import os
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -63,37 +64,79 @@ class _SharedExclusive:
                 self._cond.notify_all()
 
 
+@dataclass
+class _OpenEnv:
+    env: Any
+    dbs: dict[bytes, Any]
+    readonly: bool
+    users: int
+    gate: _SharedExclusive
+
+
+# LMDB forbids opening one environment twice in a process (its locks would break), so handles to the
+# same index directory share one environment. This registry is the only process-wide state in mmarchive.
+_OPEN: dict[tuple[int, str], _OpenEnv] = {}
+_OPEN_LOCK = threading.Lock()
+
+
+def _open_env(path: Path, cfg: IndexConfig, readonly: bool) -> Any:
+    try:
+        if not readonly:
+            path.mkdir(parents=True, exist_ok=True)
+        return lmdb.open(str(path), map_size=cfg.map_size, max_dbs=len(ALL_DBS) + 2,
+                         max_readers=cfg.max_readers, readonly=readonly, subdir=True,
+                         lock=True, sync=True, metasync=True, readahead=False,
+                         meminit=False, create=not readonly)
+    except lmdb.Error as e:
+        raise StorageError(f"cannot open the index at {path}: {e}; check the path and "
+                           "permissions, or rebuild it with `mmarchive reindex`") from e
+
+
+def _open_dbs(env: Any, path: Path, readonly: bool) -> dict[bytes, Any]:
+    dbs: dict[bytes, Any] = {}
+    if readonly:
+        for name in ALL_DBS:
+            try:
+                # Without an explicit txn py-lmdb commits its read txn, so the handle persists.
+                dbs[name] = env.open_db(name, create=False)
+            except lmdb.NotFoundError as e:
+                raise StorageError(f"the index at {path} lacks database {name.decode()}; "
+                                   "run `mmarchive reindex`") from e
+    else:
+        with env.begin(write=True) as txn:
+            for name in ALL_DBS:
+                dbs[name] = env.open_db(name, txn=txn)
+    return dbs
+
+
 class IndexEnv:
     """The archive's LMDB environment and its named databases."""
 
     def __init__(self, path: Path, cfg: IndexConfig, *, readonly: bool = False) -> None:
         self.path = path
         self.readonly = readonly
-        try:
-            path.mkdir(parents=True, exist_ok=True) if not readonly else None
-            self.env = lmdb.open(str(path), map_size=cfg.map_size, max_dbs=len(ALL_DBS) + 2,
-                                 max_readers=cfg.max_readers, readonly=readonly, subdir=True,
-                                 lock=True, sync=True, metasync=True, readahead=False,
-                                 meminit=False, create=not readonly)
-        except lmdb.Error as e:
-            raise StorageError(f"cannot open the index at {path}: {e}; check the path and "
-                               "permissions, or rebuild it with `mmarchive reindex`") from e
+        # The pid is part of the key: a child after fork() must open its own environment.
+        self._key = (os.getpid(), os.path.realpath(path))
+        with _OPEN_LOCK:
+            shared = _OPEN.get(self._key)
+            if shared is not None and shared.readonly and not readonly:
+                raise ArchiveStateError(f"the index at {path} is open read-only in this process; "
+                                        "close those handles before opening it for writing")
+            if shared is None:
+                env = _open_env(path, cfg, readonly)
+                try:
+                    env.reader_check()  # free slots of readers that died without closing
+                    shared = _OpenEnv(env, _open_dbs(env, path, readonly), readonly, 0, _SharedExclusive())
+                except BaseException:
+                    env.close()
+                    raise
+                _OPEN[self._key] = shared
+            shared.users += 1
+        self.env = shared.env
+        self.dbs = shared.dbs
         self._pid = os.getpid()
-        self._gate = _SharedExclusive()
-        self.env.reader_check()  # free slots of readers that died without closing
-        self.dbs: dict[bytes, Any] = {}
-        if readonly:
-            with self.env.begin() as txn:
-                for name in ALL_DBS:
-                    try:
-                        self.dbs[name] = self.env.open_db(name, txn=txn, create=False)
-                    except lmdb.NotFoundError as e:
-                        raise StorageError(f"the index at {path} lacks database {name.decode()}; "
-                                           "run `mmarchive reindex`") from e
-        else:
-            with self.env.begin(write=True) as txn:
-                for name in ALL_DBS:
-                    self.dbs[name] = self.env.open_db(name, txn=txn)
+        self._gate = shared.gate
+        self._closed = False
 
     def _check_process(self) -> None:
         if os.getpid() != self._pid:
@@ -161,5 +204,15 @@ class IndexEnv:
         self.env.sync(True)
 
     def close(self) -> None:
-        if os.getpid() == self._pid:
-            self.env.close()
+        if self._closed:
+            return
+        self._closed = True
+        with _OPEN_LOCK:
+            shared = _OPEN.get(self._key)
+            if shared is None or shared.env is not self.env:
+                return
+            shared.users -= 1
+            if shared.users == 0:
+                del _OPEN[self._key]
+                if os.getpid() == self._pid:
+                    self.env.close()
