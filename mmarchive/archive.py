@@ -9,6 +9,7 @@ commit that holds it is durable. Maintenance (verify, gc, reindex) lives in :mod
 
 from __future__ import annotations
 
+import builtins
 import json
 import os
 import threading
@@ -24,7 +25,7 @@ from typing import Any
 import blake3
 
 from mmarchive.config import CONFIG_FILE, ArchiveConfig
-from mmarchive.errors import ArchiveStateError, InvalidInputError, IntegrityError, NotFoundError
+from mmarchive.errors import ArchiveStateError, IntegrityError, InvalidInputError, NotFoundError
 from mmarchive.index.env import IndexEnv, _SharedExclusive
 from mmarchive.index.schema import (
     DB_CHUNKS,
@@ -42,7 +43,6 @@ from mmarchive.index.schema import (
     check_tenant,
     parse_object_id,
     scoped_key,
-    split_scoped_key,
     tenant_prefix,
 )
 from mmarchive.pack.format import RecordKind, pack_name
@@ -494,7 +494,7 @@ class Archive:
             if len(page) < _LIST_PAGE:
                 return
 
-    def tenants(self) -> list[str]:
+    def tenants(self) -> builtins.list[str]:
         with self.index.read() as txn:
             return [k.decode() for k, _v in txn.cursor(db=self.index.db(DB_TENANTS))]
 

@@ -16,6 +16,7 @@ A failed write or commit puts the write path in a failed state; reopen the archi
 
 from __future__ import annotations
 
+import logging
 import os
 import secrets
 import threading
@@ -63,6 +64,8 @@ from mmarchive.store.chunks import PreparedChunk
 from mmarchive.tiers.local import LocalTier
 
 LOCAL_TIER = "local"
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -137,7 +140,7 @@ class WritePath:
             if entry.length == 0:
                 # Registered but nothing committed: a crash before the first commit (or mid-repack).
                 self.tier.remove(name)
-                self.index.write(lambda txn, k=pack_id: txn.delete(k, db=self.index.db(DB_PACKS)))
+                self._forget_pack(pack_id)
                 continue
             if not path.exists():
                 continue  # a missing pack with committed records is damage: verify reports it
@@ -153,6 +156,12 @@ class WritePath:
                 self._seal_existing(pack_id, entry)
             else:
                 self._resumable[key] = pack_id
+
+    def _forget_pack(self, pack_id: bytes) -> None:
+        def apply(txn: Any) -> None:
+            txn.delete(pack_id, db=self.index.db(DB_PACKS))
+
+        self.index.write(apply)
 
     def _resume_writer(self, pack_id: bytes, entry_length: int) -> PackWriter:
         name = pack_name(pack_id)
@@ -402,7 +411,7 @@ class WritePath:
                     return
             try:
                 self._commit_once()
-            except BaseException as e:  # noqa: BLE001 - every failure must reach the waiters
+            except BaseException as e:
                 self._fail(e)
                 return
 
@@ -486,7 +495,7 @@ class WritePath:
             if entry.live:
                 tally(tenant, TenantTotals(1, entry.size))
             txn.put(key, entry.encode(), db=db_o)
-        for key, entry in batch.objects.items():
+        for entry in batch.objects.values():
             records[entry.record.pack] = records.get(entry.record.pack, 0) + 1
         # Records of staged-then-superseded entries in this batch are in the packs but not counted
         # here; the pack record count is informational (the TOC is authoritative).
@@ -520,8 +529,9 @@ class WritePath:
         if self._failure is None and not self._closing:
             try:
                 self.flush()
-            except StorageError:
-                pass
+            except StorageError as e:
+                # Nothing staged-but-unacknowledged is lost to a caller: it was never reported durable.
+                log.error("final commit on close failed: %s", e)
         with self._cond:
             self._closing = True
             self._cond.notify_all()

@@ -41,7 +41,6 @@ from mmarchive.pack.format import (
     RecordKind,
     Tombstone,
     encode_metadata,
-    pack_name,
 )
 from mmarchive.pack.reader import ScanResult, scan_pack
 from mmarchive.tiers.local import fsync_directory

@@ -93,28 +93,28 @@ def verify_archive(archive: Archive, *, progress: Callable[[int, int], None] | N
         for key, value in txn.cursor(db=index.db(DB_CHUNKS)):
             chunk = ChunkEntry.decode(value)
             seen = good.get((chunk.record.pack, chunk.record.offset))
-            if seen is None or seen.kind != RecordKind.CHUNK or seen.id != key[-32:] \
-                    or seen.stored_len != chunk.record.stored_len:
-                if chunk.refs > 0:
-                    bad_chunks.add(key)
-                    tenant, cid = split_scoped_key(key)
-                    report.damaged.append(f"chunk {cid.hex()} (tenant {tenant}) is not intact at pack "
-                                          f"{pack_name(chunk.record.pack)} offset {chunk.record.offset}")
+            intact = (seen is not None and seen.kind == RecordKind.CHUNK and seen.id == key[-32:]
+                      and seen.stored_len == chunk.record.stored_len)
+            if not intact and chunk.refs > 0:
+                bad_chunks.add(key)
+                tenant, cid = split_scoped_key(key)
+                report.damaged.append(f"chunk {cid.hex()} (tenant {tenant}) is not intact at pack "
+                                      f"{pack_name(chunk.record.pack)} offset {chunk.record.offset}")
         chunk_db = index.db(DB_CHUNKS)
         for key, value in txn.cursor(db=index.db(DB_OBJECTS)):
-            entry = ObjectEntry.decode(value)
+            obj = ObjectEntry.decode(value)
             tenant, oid = split_scoped_key(key)
-            seen = good.get((entry.record.pack, entry.record.offset))
-            want = RecordKind.MANIFEST if entry.live else RecordKind.TOMBSTONE
+            seen = good.get((obj.record.pack, obj.record.offset))
+            want = RecordKind.MANIFEST if obj.live else RecordKind.TOMBSTONE
             problem = None
             if seen is None or seen.kind != want or seen.id != oid:
                 problem = (f"the {want.name.lower()} of object {oid.hex()} (tenant {tenant}) is not "
-                           f"intact at pack {pack_name(entry.record.pack)} offset {entry.record.offset}")
+                           f"intact at pack {pack_name(obj.record.pack)} offset {obj.record.offset}")
                 report.damaged.append(problem)
-            if not entry.live:
+            if not obj.live:
                 continue
             report.objects_checked += 1
-            for cid, _n in entry.chunks:
+            for cid, _n in obj.chunks:
                 ckey = tenant.encode() + b"\x00" + cid
                 if ckey in bad_chunks or txn.get(ckey, db=chunk_db) is None:
                     problem = problem or f"chunk {cid.hex()} is damaged or missing"

@@ -67,7 +67,7 @@ class PackHeader:
     def decode(buf: bytes, *, pack: str = "?") -> PackHeader:
         if len(buf) < _HEADER_FIXED.size or buf[:8] != PACK_MAGIC:
             raise FormatError(f"pack {pack}: not an mmarchive pack (bad magic)", pack=pack)
-        magic, version, length, _flags, pack_id, created, tlen, glen = _HEADER_FIXED.unpack_from(buf)
+        _magic, version, length, _flags, pack_id, created, tlen, glen = _HEADER_FIXED.unpack_from(buf)
         if version != FORMAT_VERSION:
             raise FormatError(f"pack {pack}: format version {version} is not supported (this mmarchive "
                               f"reads version {FORMAT_VERSION}); upgrade mmarchive", pack=pack)

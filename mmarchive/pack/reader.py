@@ -172,7 +172,7 @@ def _check_sealed(src: PackBytes, footer: Footer, total: int, result: ScanResult
     if hasher.digest() != footer.pack_checksum:
         result.problem(f"pack {name}: whole-pack checksum mismatch (some byte of the pack is damaged)")
     try:
-        head, toc_payload = read_record(src, footer.toc_offset, footer.toc_len - RECORD_HEADER_LEN,
+        _head, toc_payload = read_record(src, footer.toc_offset, footer.toc_len - RECORD_HEADER_LEN,
                                         kind=RecordKind.TOC)
         entries = decode_toc(toc_payload, pack=name)
         if len(entries) != footer.record_count:

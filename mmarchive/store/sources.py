@@ -15,7 +15,7 @@ from typing import BinaryIO, Protocol, Union
 
 from mmarchive.errors import InvalidInputError, StorageError
 
-BytesLike = Union[bytes, bytearray, memoryview]
+BytesLike = bytes | bytearray | memoryview
 Source = Union[BytesLike, BinaryIO, "os.PathLike[str]", Iterable[BytesLike]]
 
 

@@ -1,0 +1,248 @@
+"""What every command shares: the common options, finding and opening the archive, and all printing.
+
+A command adds its parser with :func:`add_command` (which gives it ``--archive``, ``--json`` and, where it
+applies, ``--tenant``), opens the archive with :func:`open_archive`, and prints only through an
+:class:`Output`: one JSON line per result with ``--json``, rich tables and plain lines otherwise, a
+progress bar on stderr only when stderr is a terminal, and errors in the one format docs/cli.md gives.
+Exit codes are not decided here but in :mod:`mmarchive.cli.main`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
+from datetime import datetime
+from pathlib import Path
+from typing import Any, BinaryIO, TextIO, TypeAlias
+
+from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    ProgressColumn,
+    SpinnerColumn,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
+from rich.table import Table
+
+from mmarchive.archive import DEFAULT_TENANT, Archive
+from mmarchive.errors import IntegrityError
+from mmarchive.records import ObjectInfo
+
+#: Environment variable naming the archive used when ``--archive`` is not given.
+ARCHIVE_ENV = "MMARCHIVE_ARCHIVE"
+
+Subparsers: TypeAlias = "argparse._SubParsersAction[argparse.ArgumentParser]"
+#: Called with (done, total); ``total`` None means the amount of work is unknown.
+ProgressCallback = Callable[[int, "int | None"], None]
+
+_UNITS = ("KiB", "MiB", "GiB", "TiB", "PiB", "EiB")
+_PIPE_WIDTH = 4096  # tables written to a pipe or file keep their natural width instead of wrapping
+
+
+# -- options and opening ----------------------------------------------------------------------------
+
+
+def default_archive_dir(environ: Mapping[str, str] | None = None) -> Path:
+    """The archive used without ``--archive``: ``$MMARCHIVE_ARCHIVE``, else the per-user data directory.
+
+    The per-user default is ``$XDG_DATA_HOME/mmarchive/archive`` when ``XDG_DATA_HOME`` is an absolute
+    path (the XDG spec says to ignore a relative one), else ``~/.local/share/mmarchive/archive``.
+    """
+    env = os.environ if environ is None else environ
+    explicit = env.get(ARCHIVE_ENV, "")
+    if explicit:
+        return Path(explicit).expanduser()
+    xdg = env.get("XDG_DATA_HOME", "")
+    base = Path(xdg) if xdg and os.path.isabs(xdg) else Path.home() / ".local" / "share"
+    return base / "mmarchive" / "archive"
+
+
+def add_command(subparsers: Subparsers, name: str, *, summary: str, description: str,
+                tenant: bool = True, tenant_default: str | None = DEFAULT_TENANT
+                ) -> argparse.ArgumentParser:
+    """Add subcommand ``name`` with the options every command shares."""
+    parser = subparsers.add_parser(name, help=summary, description=description,
+                                   formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument(
+        "--archive", metavar="DIR", type=Path, default=None,
+        help=f"the archive directory (default: ${ARCHIVE_ENV}, else $XDG_DATA_HOME/mmarchive/archive, "
+             "else ~/.local/share/mmarchive/archive)")
+    if tenant:
+        shown = tenant_default if tenant_default is not None else "all tenants"
+        parser.add_argument("--tenant", metavar="T", default=tenant_default,
+                            help=f"the tenant to work in (default: {shown})")
+    parser.add_argument("--json", action="store_true",
+                        help="print machine-readable JSON lines on stdout (see docs/cli.md)")
+    return parser
+
+
+def archive_dir(args: argparse.Namespace) -> Path:
+    given: Path | None = args.archive
+    return given if given is not None else default_archive_dir()
+
+
+def open_archive(args: argparse.Namespace, *, readonly: bool) -> Archive:
+    """Open the archive named by ``--archive`` (or the default); read-only needs no writer lock."""
+    return Archive.open(archive_dir(args), readonly=readonly)
+
+
+# -- formatting -------------------------------------------------------------------------------------
+
+
+def human_size(n: int) -> str:
+    """``1536`` -> ``"1.5 KiB"``; bytes below 1 KiB are shown exactly."""
+    if n < 1024:
+        return f"{n} B"
+    value = float(n)
+    for unit in _UNITS:
+        value /= 1024
+        if value < 1024 or unit == _UNITS[-1]:
+            return f"{value:.1f} {unit}"
+    raise AssertionError("unreachable")
+
+
+def format_time(ns: int) -> str:
+    """A creation time (ns since the epoch) as local time to the second."""
+    return datetime.fromtimestamp(ns / 1e9).astimezone().strftime("%Y-%m-%d %H:%M:%S")
+
+
+def object_json(info: ObjectInfo) -> dict[str, Any]:
+    """The JSON "object" shape: what the index knows, without put's per-call fields."""
+    d = info.to_json()
+    d.pop("already_stored", None)
+    d.pop("source", None)
+    return d
+
+
+def key_value_table(rows: list[tuple[str, str]]) -> Table:
+    """A two-column table of field names and values, for one record."""
+    table = Table(show_header=False, box=None, pad_edge=False)
+    table.add_column("field", style="bold", no_wrap=True)
+    table.add_column("value", overflow="fold")
+    for key, value in rows:
+        table.add_row(key, value)
+    return table
+
+
+# -- output -----------------------------------------------------------------------------------------
+
+
+class Output:
+    """Everything a command prints goes through here: stdout for results, stderr for the rest."""
+
+    def __init__(self, *, json_mode: bool, stdout: TextIO, stderr: TextIO) -> None:
+        self.json_mode = json_mode
+        self._stdout = stdout
+        self._stderr = stderr
+        #: Set when stdout carries an object's bytes: errors then go to stderr even with --json.
+        self.stdout_is_data = False
+        self._live: Progress | None = None
+        tty = _isatty(stdout)
+        self.console = Console(file=stdout, highlight=False, width=None if tty else _PIPE_WIDTH)
+
+    @property
+    def show_progress(self) -> bool:
+        return _isatty(self._stderr)
+
+    def emit(self, obj: Mapping[str, Any]) -> None:
+        """Print one JSON line and flush it, so a reader sees each result when it happens."""
+        self._write_line(json.dumps(obj, ensure_ascii=False, separators=(",", ":")))
+
+    def line(self, text: str) -> None:
+        """Print one human-readable line on stdout."""
+        if self._live is not None and _isatty(self._stdout):
+            # Same terminal as the bar: print above it rather than through it.
+            self._live.console.print(text, markup=False, highlight=False, soft_wrap=True)
+        else:
+            self._write_line(text)
+
+    def table(self, table: Table) -> None:
+        self.console.print(table)
+        self._stdout.flush()
+
+    def note(self, text: str) -> None:
+        """A human-only remark on stderr (never with --json)."""
+        if not self.json_mode:
+            self._stderr.write(f"mmarchive: {text}\n")
+            self._stderr.flush()
+
+    def error(self, exc: BaseException, *, source: str | None = None) -> None:
+        """Report an error: ``mmarchive: error: ...`` on stderr, or a JSON error line with --json."""
+        message = str(exc) or type(exc).__name__
+        if self.json_mode:
+            body: dict[str, Any] = {"type": type(exc).__name__, "message": message}
+            if source is not None:
+                body["source"] = source
+            if isinstance(exc, IntegrityError):
+                for key in ("pack", "object_id", "offset"):
+                    if getattr(exc, key, None) is not None:
+                        body[key] = getattr(exc, key)
+            text = json.dumps({"error": body}, ensure_ascii=False, separators=(",", ":"))
+            if self.stdout_is_data:
+                self._stderr.write(text + "\n")
+                self._stderr.flush()
+            else:
+                self._write_line(text)
+        else:
+            self._stderr.write(f"mmarchive: error: {message}\n")
+            self._stderr.flush()
+
+    def data_stream(self) -> BinaryIO:
+        """The binary stdout, for an object's bytes."""
+        self.stdout_is_data = True
+        self._stdout.flush()
+        stream: BinaryIO = self._stdout.buffer  # type: ignore[attr-defined]
+        return stream
+
+    @contextmanager
+    def progress(self, description: str, total: int | None) -> Iterator[ProgressCallback]:
+        """A progress bar on stderr while the block runs, if stderr is a terminal; else a no-op.
+
+        Yields ``update(done, total)``; with ``total`` None the bar pulses (work of unknown size).
+        """
+        if not self.show_progress:
+            yield _no_progress
+            return
+        columns: list[ProgressColumn] = [SpinnerColumn(), TextColumn("{task.description}"), BarColumn()]
+        if total is not None:
+            columns += [MofNCompleteColumn(), TimeRemainingColumn()]
+        else:
+            columns += [TimeElapsedColumn()]
+        console = Console(file=self._stderr)
+        with Progress(*columns, console=console, transient=True, redirect_stdout=False,
+                      redirect_stderr=False) as bar:
+            task = bar.add_task(description, total=total)
+
+            def update(done: int, new_total: int | None = None) -> None:
+                if new_total is not None:
+                    bar.update(task, completed=done, total=new_total)
+                else:
+                    bar.update(task, completed=done)
+
+            self._live = bar
+            try:
+                yield update
+            finally:
+                self._live = None
+
+    def _write_line(self, text: str) -> None:
+        self._stdout.write(text + "\n")
+        self._stdout.flush()
+
+
+def _no_progress(done: int, total: int | None = None) -> None:
+    return None
+
+
+def _isatty(stream: Any) -> bool:
+    try:
+        return bool(stream.isatty())
+    except (AttributeError, ValueError, OSError):
+        return False
