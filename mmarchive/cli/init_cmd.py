@@ -13,7 +13,7 @@ from typing import Any
 
 from mmarchive.archive import Archive
 from mmarchive.cli.session import Output, Subparsers, add_command, archive_dir, human_size, key_value_table
-from mmarchive.config import COMPRESSION_MODES, ArchiveConfig, StoreConfig, parse_size
+from mmarchive.config import COMPRESSION_MODES, ArchiveConfig, StoreConfig, format_size, parse_size
 from mmarchive.errors import InvalidInputError
 
 #: Option name -> StoreConfig field, for the size options.
@@ -29,13 +29,14 @@ _SIZE_OPTIONS = {
 def register(subparsers: Subparsers) -> None:
     parser = add_command(
         subparsers, "init", summary="create a new archive", tenant=False,
-        description="Create a new, empty archive in DIR (which must not exist or be empty) and write its "
-                    "settings into DIR/mmarchive.toml.\nSizes take a unit: 4096, 512KiB, 64MiB, 1GiB.")
+        description="Create a new, empty archive in the --archive directory (which must not exist or "
+                    "be empty) and write its settings into its mmarchive.toml. Sizes are bytes or take "
+                    "a unit: 4096, 512KiB, 64MiB, 1GiB.")
     defaults = StoreConfig()
     for field, what in _SIZE_OPTIONS.items():
         parser.add_argument(f"--{field.replace('_', '-')}", dest=field, metavar="SIZE", type=_size,
                             default=None,
-                            help=f"{what} (default: {human_size(getattr(defaults, field))})")
+                            help=f"{what} (default: {format_size(getattr(defaults, field))})")
     parser.add_argument("--compression", choices=COMPRESSION_MODES, default=None,
                         help="auto: zstd when it pays, byte-shuffle for 16-bit data; zstd: always try "
                              f"zstd; none: store raw (default: {defaults.compression})")

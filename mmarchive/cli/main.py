@@ -3,7 +3,8 @@
 This is the one place where an exception becomes an exit status: an
 :class:`~mmarchive.errors.ArchiveError` exits with its class's ``exit_code`` after one
 ``mmarchive: error: ...`` line on stderr (a ``{"error": ...}`` JSON line on stdout with ``--json``);
-argparse usage errors exit 2, an interrupt 130. Commands return 0 or raise; they never call ``sys.exit``.
+argparse usage errors exit 2, an interrupt 130. Commands return 0 or raise; they never call ``sys.exit``,
+and :func:`main` returns the status rather than exiting, so it can be called in-process.
 Runs as the ``mmarchive`` console script and as ``python -m mmarchive.cli.main``.
 """
 
@@ -30,6 +31,8 @@ from mmarchive.errors import ArchiveError
 
 #: Exit status when the command was interrupted (Ctrl-C), as shells report SIGINT.
 EXIT_INTERRUPTED = 130
+#: Exit status of a command line argparse cannot parse (as InvalidInputError's).
+EXIT_USAGE = 2
 #: Exit status for failures that are not an ArchiveError (and for ArchiveError's own base class).
 EXIT_FAILURE = 1
 
@@ -79,7 +82,10 @@ def exit_code_for(exc: BaseException) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run one command and return its exit status."""
-    args = build_parser().parse_args(argv)  # usage errors: message on stderr, SystemExit(2)
+    try:
+        args = build_parser().parse_args(argv)
+    except SystemExit as e:  # --help, --version (0) and usage errors (2), already printed by argparse
+        return e.code if isinstance(e.code, int) else EXIT_USAGE
     out = Output(json_mode=bool(args.json), stdout=sys.stdout, stderr=sys.stderr)
     try:
         status: int = args.run(args, out)

@@ -35,10 +35,10 @@ class _Input:
 def register(subparsers: Subparsers) -> None:
     parser = add_command(
         subparsers, "put", summary="store files as objects",
-        description="Store each FILE as one object and print its id once it is durable.\n"
+        description="Store each FILE as one object and print its id once it is durable. "
                     "'-' reads one object from stdin. A directory is stored recursively: every file "
                     "under it, in sorted path order (symlinks to files are followed, symlinks to "
-                    "directories are not).\nAn unreadable input is reported, the others are still "
+                    "directories are not). An unreadable input is reported, the others are still "
                     "stored, and the exit code is 2.")
     parser.add_argument("files", nargs="+", metavar="FILE", help="a file, a directory, or - for stdin")
     parser.add_argument("--metadata", metavar="KEY=VALUE", action="append", type=_metadata_pair,

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any, BinaryIO, TextIO, TypeAlias
 
 from rich.console import Console
+from rich.measure import Measurement
 from rich.progress import (
     BarColumn,
     MofNCompleteColumn,
@@ -30,6 +31,7 @@ from rich.progress import (
     TimeRemainingColumn,
 )
 from rich.table import Table
+from rich.text import Text
 
 from mmarchive.archive import DEFAULT_TENANT, Archive
 from mmarchive.errors import IntegrityError
@@ -68,8 +70,7 @@ def add_command(subparsers: Subparsers, name: str, *, summary: str, description:
                 tenant: bool = True, tenant_default: str | None = DEFAULT_TENANT
                 ) -> argparse.ArgumentParser:
     """Add subcommand ``name`` with the options every command shares."""
-    parser = subparsers.add_parser(name, help=summary, description=description,
-                                   formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = subparsers.add_parser(name, help=summary, description=description)
     parser.add_argument(
         "--archive", metavar="DIR", type=Path, default=None,
         help=f"the archive directory (default: ${ARCHIVE_ENV}, else $XDG_DATA_HOME/mmarchive/archive, "
@@ -127,7 +128,7 @@ def key_value_table(rows: list[tuple[str, str]]) -> Table:
     table.add_column("field", style="bold", no_wrap=True)
     table.add_column("value", overflow="fold")
     for key, value in rows:
-        table.add_row(key, value)
+        table.add_row(key, Text(value))  # values are data, never rich markup
     return table
 
 
@@ -164,7 +165,17 @@ class Output:
             self._write_line(text)
 
     def table(self, table: Table) -> None:
-        self.console.print(table)
+        if _isatty(self._stdout):
+            # At its natural width even on a narrow terminal (which then wraps the lines) rather
+            # than squeezed until ids and times are cut.
+            natural = Measurement.get(self.console, self.console.options, table).maximum
+            self.console.print(table, width=max(natural, self.console.width), crop=False)
+            self._stdout.flush()
+            return
+        with self.console.capture() as captured:  # to a pipe: plain lines without the cells' padding
+            self.console.print(table)
+        for text in captured.get().splitlines():
+            self._stdout.write(text.rstrip() + "\n")
         self._stdout.flush()
 
     def note(self, text: str) -> None:
@@ -198,20 +209,22 @@ class Output:
         """The binary stdout, for an object's bytes."""
         self.stdout_is_data = True
         self._stdout.flush()
-        stream: BinaryIO = self._stdout.buffer  # type: ignore[attr-defined]
+        stream: BinaryIO = self._stdout.buffer
         return stream
 
     @contextmanager
-    def progress(self, description: str, total: int | None) -> Iterator[ProgressCallback]:
+    def progress(self, description: str, total: int | None, *,
+                 counted: bool = True) -> Iterator[ProgressCallback]:
         """A progress bar on stderr while the block runs, if stderr is a terminal; else a no-op.
 
-        Yields ``update(done, total)``; with ``total`` None the bar pulses (work of unknown size).
+        Yields ``update(done, total)``. While the total is None the bar pulses; ``counted=False`` is
+        for work that reports no progress at all (a spinner and the elapsed time).
         """
         if not self.show_progress:
             yield _no_progress
             return
         columns: list[ProgressColumn] = [SpinnerColumn(), TextColumn("{task.description}"), BarColumn()]
-        if total is not None:
+        if counted:
             columns += [MofNCompleteColumn(), TimeRemainingColumn()]
         else:
             columns += [TimeElapsedColumn()]

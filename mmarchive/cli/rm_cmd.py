@@ -1,0 +1,30 @@
+"""``mmarchive rm ID``: delete one object logically, through :meth:`Archive.delete`.
+
+The object disappears at once for readers; the bytes it alone used stay in their packs until
+``mmarchive gc`` reclaims them. It needs the writer lock, so it fails with exit code 4 while another
+process writes the archive.
+"""
+
+from __future__ import annotations
+
+import argparse
+
+from mmarchive.cli.session import Output, Subparsers, add_command, human_size, object_json, open_archive
+
+
+def register(subparsers: Subparsers) -> None:
+    parser = add_command(
+        subparsers, "rm", summary="delete an object",
+        description="Delete object ID. Its space is reclaimed by a later `mmarchive gc`.")
+    parser.add_argument("id", metavar="ID", help="the object id (64 hexadecimal digits)")
+    parser.set_defaults(run=run)
+
+
+def run(args: argparse.Namespace, out: Output) -> int:
+    with open_archive(args, readonly=False) as archive:
+        info = archive.delete(args.id, tenant=args.tenant)
+    if out.json_mode:
+        out.emit(object_json(info))
+    else:
+        out.line(f"{info.id}  {human_size(info.size):>10}  deleted")
+    return 0
