@@ -222,37 +222,45 @@ class Archive:
         return info
 
     def put_many(self, items: Iterable[Source | PutItem], *, tenant: str = DEFAULT_TENANT,
-                 metadata: Mapping[str, Any] | None = None, group: str = "",
-                 on_staged: Callable[[ObjectInfo], None] | None = None) -> Iterator[ObjectInfo]:
+                 metadata: Mapping[str, Any] | None = None, group: str = "") -> Iterator[ObjectInfo]:
         """Store many objects, yielding each one's info, in input order, once it is durable.
 
-        Hashing and compression run on a worker pool; commits are grouped (see ``[index]`` in the
-        config). An object is reported only after the commit that holds it; if the caller stops
-        iterating early, what was staged is still committed when the archive closes.
+        Hashing and compression run on a worker pool, small objects in batches; commits are grouped
+        (see ``[index]`` in the config). An object is reported only after the commit that holds it; if
+        the caller stops iterating early, what was staged is still committed when the archive closes.
         """
         check_tenant(tenant)
         _check_group(group)
         write = self._writer()
         cfg_i = self.config.index
         threshold = self.config.store.chunk_threshold
-        parallel = self.config.store.parallel_threshold
-        window: deque[tuple[Future[_Prepared] | _Prepared, PutItem]] = deque()
-        done: deque[tuple[ObjectInfo, int]] = deque()
+        batch_bytes_max = max(self.config.store.parallel_threshold, 2 * 1024 * 1024)
         pool = self._workers()
-        max_window = 2 * (pool._max_workers + 2)
-        staged_objects = 0
-        staged_bytes = 0
+        max_window = pool._max_workers + 2
+        # Batches of small objects being prepared on the pool, staged in input order.
+        window: deque[tuple[Future[list[_Prepared]], list[PutItem]]] = deque()
+        batch_views: list[tuple[memoryview, str]] = []
+        batch_items: list[PutItem] = []
+        batch_bytes = 0
+        done: deque[tuple[ObjectInfo, int]] = deque()
+        staged_objects = staged_bytes = 0
         last_request = time.monotonic()
+
+        def submit_batch() -> None:
+            nonlocal batch_views, batch_items, batch_bytes
+            if batch_items:
+                window.append((pool.submit(self._prepare_many, batch_views), batch_items))
+                batch_views, batch_items, batch_bytes = [], [], 0
 
         def stage_window_head() -> None:
             nonlocal staged_objects, staged_bytes
-            fut, item = window.popleft()
-            prep = fut.result() if isinstance(fut, Future) else fut
-            info, ticket = self._stage_small(prep, item.tenant or tenant, item.group or group,
-                                             _metadata(item, metadata), item.name)
-            done.append((info, ticket))
-            staged_objects += 1
-            staged_bytes += info.size
+            fut, batch = window.popleft()
+            for prep, item in zip(fut.result(), batch, strict=True):
+                info, ticket = self._stage_small(prep, item.tenant or tenant, item.group or group,
+                                                 _metadata(item, metadata), item.name)
+                done.append((info, ticket))
+                staged_objects += 1
+                staged_bytes += info.size
 
         with self._maintenance.shared():
             for raw in items:
@@ -263,14 +271,15 @@ class Archive:
                     _check_group(item.group)
                 view = as_bytes(item.source)
                 if view is not None and len(view) <= threshold:
-                    item_tenant = item.tenant or tenant
-                    if len(view) >= parallel:
-                        window.append((pool.submit(self._prepare_small, view, item_tenant), item))
-                    else:
-                        window.append((self._prepare_small(view, item_tenant), item))
+                    batch_views.append((view, item.tenant or tenant))
+                    batch_items.append(item)
+                    batch_bytes += len(view)
+                    if len(batch_items) >= 64 or batch_bytes >= batch_bytes_max:
+                        submit_batch()
                     while len(window) > max_window:
                         stage_window_head()
                 else:
+                    submit_batch()
                     while window:
                         stage_window_head()
                     info, ticket = self._put_one(item.source, item.tenant or tenant,
@@ -280,21 +289,23 @@ class Archive:
                     staged_objects += 1
                     staged_bytes += info.size
                 now = time.monotonic()
-                if (staged_objects >= cfg_i.commit_objects or staged_bytes >= cfg_i.commit_bytes
-                        or (done and now - last_request > 1.0)):
-                    if done:
-                        write.request_commit(done[-1][1])
+                if done and (staged_objects >= cfg_i.commit_objects
+                             or staged_bytes >= cfg_i.commit_bytes or now - last_request > 1.0):
+                    write.request_commit(done[-1][1])
                     staged_objects = staged_bytes = 0
                     last_request = now
                 while done and write.is_durable(done[0][1]):
-                    info = done.popleft()[0]
-                    yield info
+                    yield done.popleft()[0]
+            submit_batch()
             while window:
                 stage_window_head()
             if done:
                 write.wait_durable(max(t for _i, t in done))
             while done:
                 yield done.popleft()[0]
+
+    def _prepare_many(self, views: list[tuple[memoryview, str]]) -> list[_Prepared]:
+        return [self._prepare_small(view, tenant) for view, tenant in views]
 
     def _prepare_small(self, view: memoryview, tenant: str) -> _Prepared:
         """Hash a whole small object, and compress it unless the tenant already stores it."""
@@ -309,12 +320,9 @@ class Archive:
     def _stage_small(self, prep: _Prepared, tenant: str, group: str,
                      metadata: Mapping[str, Any] | None, name: str | None) -> tuple[ObjectInfo, int]:
         write = self._writer()
-        if prep.chunk is not None or not write.chunk_known(scoped_key(tenant, prep.cid)):
-            write.stage_chunk(tenant, group, prep.chunk, prep.cid, data=prep.view,
-                              encode=lambda d: encode_chunk(self.codecs, prep.cid, d))
-        entry, existed, ticket = write.stage_object(
-            tenant, group, prep.cid, len(prep.view), _plain_metadata(metadata),
-            [(prep.cid, len(prep.view))] if len(prep.view) else [])
+        entry, existed, ticket = write.stage_whole_object(
+            tenant, group, prep.cid, prep.view, prep.chunk,
+            lambda d: encode_chunk(self.codecs, prep.cid, d), _plain_metadata(metadata))
         return self._info(tenant, prep.cid, entry, already=existed, source=name), ticket
 
     def _put_one(self, source: Source, tenant: str, group: str,

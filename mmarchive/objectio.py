@@ -93,6 +93,20 @@ class ObjectReader(io.RawIOBase):
         self._pos += n
         return n
 
+    def read(self, size: int | None = -1) -> bytes:
+        """Read ``size`` bytes (fewer only at the end of the object), or all the rest."""
+        if size is None or size < 0:
+            return self.readall()
+        out = bytearray(min(size, max(0, self.size - self._pos)))
+        view = memoryview(out)
+        filled = 0
+        while filled < len(out):
+            n = self.readinto(view[filled:])
+            if not n:
+                break
+            filled += n
+        return bytes(out[:filled])
+
     def read_chunkwise(self) -> Any:
         """Yield the rest of the object chunk by chunk (no copies into caller buffers)."""
         while self._pos < self.size:

@@ -46,7 +46,6 @@ from mmarchive.index.schema import (
     RecordLocation,
     TenantTotals,
     scoped_key,
-    split_scoped_key,
 )
 from mmarchive.pack.format import (
     RECORD_HEADER_LEN,
@@ -273,6 +272,29 @@ class WritePath:
         with self.index.read() as txn:
             return txn.get(key, db=self.index.db(DB_CHUNKS)) is not None
 
+    def stage_whole_object(self, tenant: str, group: str, oid: bytes, data: memoryview,
+                           chunk: PreparedChunk | None, encode: Any,
+                           metadata: dict[str, Any] | None) -> tuple[ObjectEntry, bool, int]:
+        """Stage a one-chunk object (chunk id == object id) with one index lookup for both."""
+        key = scoped_key(tenant, oid)
+        with self._lock:
+            self._check_usable()
+            pending = self._pending_objects.get(key)
+            if pending is not None:
+                prev: ObjectEntry | None = pending[0]
+                known = True
+            else:
+                with self.index.read() as txn:
+                    raw = txn.get(key, db=self.index.db(DB_OBJECTS))
+                    known = key in self._pending_chunks or \
+                        txn.get(key, db=self.index.db(DB_CHUNKS)) is not None
+                prev = ObjectEntry.decode(raw) if raw is not None else None
+            if data and not known:
+                prepared = chunk if chunk is not None else encode(data)
+                self._stage_new_chunk(tenant, group, key, oid, prepared)
+            return self.stage_object(tenant, group, oid, len(data), metadata,
+                                     [(oid, len(data))] if len(data) else [], prev=prev)
+
     def stage_chunk(self, tenant: str, group: str, chunk: PreparedChunk | None, cid: bytes,
                     data: bytes | bytearray | memoryview | None = None,
                     encode: Any = None) -> None:
@@ -290,11 +312,15 @@ class WritePath:
                 assert data is not None and encode is not None
                 chunk = encode(data)
                 assert chunk is not None
-            loc = self._append(tenant, group, RecordKind.CHUNK, chunk.codec, cid, chunk.raw_len,
-                               chunk.stored, chunk.checksum)
-            change = _ChunkChange(tenant, loc, chunk.raw_len, chunk.codec, 0)
-            self._batch.chunks[key] = change
-            self._pending_chunks[key] = change
+            self._stage_new_chunk(tenant, group, key, cid, chunk)
+
+    def _stage_new_chunk(self, tenant: str, group: str, key: bytes, cid: bytes,
+                         chunk: PreparedChunk) -> None:
+        loc = self._append(tenant, group, RecordKind.CHUNK, chunk.codec, cid, chunk.raw_len,
+                           chunk.stored, chunk.checksum)
+        change = _ChunkChange(tenant, loc, chunk.raw_len, chunk.codec, 0)
+        self._batch.chunks[key] = change
+        self._pending_chunks[key] = change
 
     def _ref(self, tenant: str, cid: bytes, delta: int) -> None:
         key = scoped_key(tenant, cid)
@@ -312,13 +338,18 @@ class WritePath:
         return ObjectEntry.decode(raw) if raw is not None else None
 
     def stage_object(self, tenant: str, group: str, oid: bytes, size: int,
-                     metadata: dict[str, Any] | None, chunks: list[tuple[bytes, int]]
-                     ) -> tuple[ObjectEntry, bool, int]:
-        """Stage the manifest of an object whose chunks are staged; return (entry, existed, ticket)."""
+                     metadata: dict[str, Any] | None, chunks: list[tuple[bytes, int]],
+                     *, prev: ObjectEntry | bool | None = False) -> tuple[ObjectEntry, bool, int]:
+        """Stage the manifest of an object whose chunks are staged; return (entry, existed, ticket).
+
+        ``prev`` is the object's current entry when the caller already looked it up (under the lock).
+        """
         key = scoped_key(tenant, oid)
         with self._lock:
             self._check_usable()
-            prev = self.current_object(key)
+            if prev is False:
+                prev = self.current_object(key)
+            assert prev is None or isinstance(prev, ObjectEntry)
             if prev is not None and prev.live and (
                     metadata is None or encode_metadata(metadata) == prev.metadata_json):
                 pending = self._pending_objects.get(key)
@@ -450,55 +481,69 @@ class WritePath:
             self._mark_sealed(pack_id, size)
 
     def _apply(self, txn: Any, batch: _Batch, ends: dict[bytes, int]) -> None:
-        """Apply one batch in the open write transaction (idempotent w.r.t. Python state)."""
+        """Apply one batch in the open write transaction (idempotent w.r.t. Python state).
+
+        This runs once per group commit over every staged change, on the commit thread while the
+        caller's thread keeps staging, so it avoids per-change objects beyond the index values.
+        """
         db_o, db_c = self.index.db(DB_OBJECTS), self.index.db(DB_CHUNKS)
         db_p, db_t = self.index.db(DB_PACKS), self.index.db(DB_TENANTS)
         live: dict[bytes, int] = {}
         records: dict[bytes, int] = {}
-        totals: dict[str, TenantTotals] = {}
-
-        def tally(tenant: str, d: TenantTotals) -> None:
-            totals[tenant] = totals.get(tenant, TenantTotals()).plus(d)
-
-        def rec_size(loc: RecordLocation) -> int:
-            return RECORD_HEADER_LEN + loc.stored_len
+        # tenant -> [objects, logical bytes, chunks, unique bytes, stored bytes] deltas
+        totals: dict[str, list[int]] = {}
+        hdr = RECORD_HEADER_LEN
 
         for key, change in batch.chunks.items():
             raw = txn.get(key, db=db_c)
-            cur = ChunkEntry.decode(raw) if raw is not None else None
-            if change.new is not None:
-                records[change.new.pack] = records.get(change.new.pack, 0) + 1
-            if cur is None:
-                assert change.new is not None, "reference to a chunk that was never stored"
-                cur = ChunkEntry(change.new, change.raw_len, change.codec, 0)
+            new = change.new
+            if new is not None:
+                records[new.pack] = records.get(new.pack, 0) + 1
+            if raw is not None:
+                cur = ChunkEntry.decode(raw)
+            elif new is not None:
+                cur = ChunkEntry(new, change.raw_len, change.codec, 0)
+            else:
+                raise IntegrityError(f"chunk {key.hex()} is referenced but was never stored; run "
+                                     "`mmarchive reindex`")
             refs = cur.refs + change.refs_delta
             if refs < 0:
                 raise IntegrityError(f"chunk {key.hex()} would get a negative reference count; "
                                      "run `mmarchive reindex`")
-            if cur.refs == 0 and refs > 0:
-                live[cur.record.pack] = live.get(cur.record.pack, 0) + rec_size(cur.record)
-                tally(change.tenant, TenantTotals(0, 0, 1, cur.raw_len, cur.record.stored_len))
-            elif cur.refs > 0 and refs == 0:
-                live[cur.record.pack] = live.get(cur.record.pack, 0) - rec_size(cur.record)
-                tally(change.tenant, TenantTotals(0, 0, -1, -cur.raw_len, -cur.record.stored_len))
-            txn.put(key, ChunkEntry(cur.record, cur.raw_len, cur.codec, refs).encode(), db=db_c)
+            if (cur.refs == 0) != (refs == 0):
+                sign = 1 if refs else -1
+                loc = cur.record
+                live[loc.pack] = live.get(loc.pack, 0) + sign * (hdr + loc.stored_len)
+                t = totals.get(change.tenant)
+                if t is None:
+                    t = totals[change.tenant] = [0, 0, 0, 0, 0]
+                t[2] += sign
+                t[3] += sign * cur.raw_len
+                t[4] += sign * loc.stored_len
+            if refs != cur.refs or raw is None:
+                txn.put(key, ChunkEntry(cur.record, cur.raw_len, cur.codec, refs).encode(), db=db_c)
 
         for key, entry in batch.objects.items():
-            tenant, _oid = split_scoped_key(key)
-            raw = txn.get(key, db=db_o)
-            prev = ObjectEntry.decode(raw) if raw is not None else None
-            if prev is not None:
-                live[prev.record.pack] = live.get(prev.record.pack, 0) - rec_size(prev.record)
-                if prev.live:
-                    tally(tenant, TenantTotals(-1, -prev.size))
-            live[entry.record.pack] = live.get(entry.record.pack, 0) + rec_size(entry.record)
-            if entry.live:
-                tally(tenant, TenantTotals(1, entry.size))
-            txn.put(key, entry.encode(), db=db_o)
-        for entry in batch.objects.values():
-            records[entry.record.pack] = records.get(entry.record.pack, 0) + 1
-        # Records of staged-then-superseded entries in this batch are in the packs but not counted
-        # here; the pack record count is informational (the TOC is authoritative).
+            tenant = key[:key.index(b"\x00")].decode()
+            t = totals.get(tenant)
+            if t is None:
+                t = totals[tenant] = [0, 0, 0, 0, 0]
+            prev_raw = txn.replace(key, entry.encode(), db=db_o)
+            if prev_raw is not None:
+                state, _seq, size, _created = ObjectEntry.decode_summary(prev_raw)
+                prev_loc = ObjectEntry.decode(prev_raw).record
+                live[prev_loc.pack] = live.get(prev_loc.pack, 0) - hdr - prev_loc.stored_len
+                if state == STATE_LIVE:
+                    t[0] -= 1
+                    t[1] -= size
+            loc = entry.record
+            live[loc.pack] = live.get(loc.pack, 0) + hdr + loc.stored_len
+            records[loc.pack] = records.get(loc.pack, 0) + 1
+            if entry.state == STATE_LIVE:
+                t[0] += 1
+                t[1] += entry.size
+        # Records of changes superseded within this batch are in the packs but not counted here;
+        # the pack record count is informational (the table of contents is authoritative).
 
         for pack_id in set(ends) | set(live):
             raw = txn.get(pack_id, db=db_p)
@@ -514,7 +559,7 @@ class WritePath:
             tkey = tenant.encode()
             raw = txn.get(tkey, db=db_t)
             cur_t = TenantTotals.decode(raw) if raw is not None else TenantTotals()
-            txn.put(tkey, cur_t.plus(delta).encode(), db=db_t)
+            txn.put(tkey, cur_t.plus(TenantTotals(*delta)).encode(), db=db_t)
         if batch.seq:
             txn.put(META_SEQ, batch.seq.to_bytes(8, "little"), db=self.index.db(DB_META))
 

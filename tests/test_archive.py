@@ -69,6 +69,9 @@ def test_open_is_seekable_streaming_reader(archive: Archive) -> None:
         assert r.read() == data[-10:]
         r.seek(0)
         assert r.read() == data
+        # Reads that cross chunk boundaries return every byte asked for.
+        r.seek(0)
+        assert b"".join(iter(lambda: r.read(777), b"")) == data
 
 
 def test_stat_exists_list_delete(archive: Archive) -> None:

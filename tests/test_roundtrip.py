@@ -1,4 +1,4 @@
-"""Round trips of arbitrary bytes at every size edge, and a multi-gigabyte object streamed in bounded memory."""
+"""Round trips of arbitrary bytes at every size edge; a multi-gigabyte object streamed in bounded memory."""
 
 from __future__ import annotations
 

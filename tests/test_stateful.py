@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import pytest
-
 import shutil
 import tempfile
 from pathlib import Path
 
 import blake3
+import pytest
 from hypothesis import settings
 from hypothesis import strategies as st
 from hypothesis.stateful import Bundle, RuleBasedStateMachine, invariant, precondition, rule

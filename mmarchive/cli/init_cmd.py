@@ -13,7 +13,14 @@ from typing import Any
 
 from mmarchive.archive import Archive
 from mmarchive.cli.session import Output, Subparsers, add_command, archive_dir, human_size, key_value_table
-from mmarchive.config import COMPRESSION_MODES, ArchiveConfig, StoreConfig, format_size, parse_size
+from mmarchive.config import (
+    COMPRESSION_MODES,
+    CONFIG_FILE,
+    ArchiveConfig,
+    StoreConfig,
+    format_size,
+    parse_size,
+)
 from mmarchive.errors import InvalidInputError
 
 #: Option name -> StoreConfig field, for the size options.
@@ -42,6 +49,9 @@ def register(subparsers: Subparsers) -> None:
                              f"zstd; none: store raw (default: {defaults.compression})")
     parser.add_argument("--zstd-level", metavar="N", type=int, default=None,
                         help=f"zstd level 1..22 (default: {defaults.zstd_level})")
+    parser.add_argument("--exist-ok", action="store_true",
+                        help="if the directory already holds an archive, leave it unchanged and succeed "
+                             "(its settings are kept; the options above are then ignored)")
     parser.set_defaults(run=run)
 
 
@@ -59,6 +69,14 @@ def run(args: argparse.Namespace, out: Output) -> int:
     store = dataclasses.replace(StoreConfig(), **{k: v for k, v in changes.items() if v is not None})
     config = ArchiveConfig(store=store)
     path = archive_dir(args)
+    if args.exist_ok and (path / CONFIG_FILE).exists():
+        existing = ArchiveConfig.load(path / CONFIG_FILE)
+        if out.json_mode:
+            out.emit({"archive": str(path), "archive_id": existing.archive_id, "existed": True,
+                      "store": dataclasses.asdict(existing.store)})
+        else:
+            out.line(f"archive {existing.archive_id} already exists in {path}; left unchanged")
+        return 0
     with Archive.create(path, config) as archive:
         archive_id = archive.config.archive_id
     settings = dataclasses.asdict(store)

@@ -34,6 +34,18 @@ class _SharedExclusive:
         self._readers = 0
         self._exclusive = False
 
+    def enter_shared(self) -> None:
+        with self._cond:
+            while self._exclusive:
+                self._cond.wait()
+            self._readers += 1
+
+    def leave_shared(self) -> None:
+        with self._cond:
+            self._readers -= 1
+            if not self._readers:
+                self._cond.notify_all()
+
     @contextmanager
     def shared(self) -> Iterator[None]:
         with self._cond:
@@ -62,6 +74,26 @@ class _SharedExclusive:
             with self._cond:
                 self._exclusive = False
                 self._cond.notify_all()
+
+
+class _ReadTxn:
+    """Context manager for one read transaction (a class, not a generator: it is on every hot path)."""
+
+    __slots__ = ("_index", "_txn")
+
+    def __init__(self, index: IndexEnv) -> None:
+        self._index = index
+        self._txn: Any = None
+
+    def __enter__(self) -> Any:
+        self._txn = self._index._begin_read()
+        return self._txn
+
+    def __exit__(self, *exc: object) -> None:
+        try:
+            self._txn.abort()
+        finally:
+            self._index._gate.leave_shared()
 
 
 @dataclass
@@ -146,22 +178,27 @@ class IndexEnv:
     def db(self, name: bytes) -> Any:
         return self.dbs[name]
 
-    @contextmanager
-    def read(self) -> Iterator[Any]:
-        """A short read-only transaction."""
-        self._check_process()
-        with self._gate.shared():
+    def read(self) -> _ReadTxn:
+        """A short read-only transaction (a context manager yielding the lmdb transaction)."""
+        if os.getpid() != self._pid:
+            self._check_process()
+        return _ReadTxn(self)
+
+    def _begin_read(self) -> Any:
+        gate = self._gate
+        gate.enter_shared()
+        try:
             try:
-                txn = self.env.begin(buffers=False)
+                return self.env.begin(buffers=False)
             except lmdb.MapResizedError:
-                txn = None
-            if txn is None:
-                self._adopt_size()
-                txn = self.env.begin(buffers=False)
-            try:
-                yield txn
-            finally:
-                txn.abort()
+                pass
+            gate.leave_shared()
+            self._adopt_size()
+            gate.enter_shared()
+            return self.env.begin(buffers=False)
+        except BaseException:
+            gate.leave_shared()
+            raise
 
     def _adopt_size(self) -> None:
         """Another process grew the map: adopt its size (needs no open transaction here)."""

@@ -96,7 +96,7 @@ RECORD_HEADER_LEN = _RECORD.size + 8  # 64
 assert RECORD_HEADER_LEN == 64
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class RecordHeader:
     kind: int
     codec: int
@@ -132,9 +132,14 @@ _KINDS = frozenset(int(k) for k in RecordKind)
 _CODECS = frozenset(int(c) for c in Codec)
 
 
+_HEADER_CHECK = struct.Struct("<Q")
+
+
 def encode_record_header(kind: int, codec: int, stored_len: int, raw_len: int, rid: bytes,
                          checksum: int) -> bytes:
-    return RecordHeader(kind, codec, stored_len, raw_len, rid, checksum).encode()
+    """The 64-byte record header (same bytes as RecordHeader.encode, without building the record)."""
+    body = _RECORD.pack(RECORD_MAGIC, kind, codec, 0, stored_len, raw_len, rid, checksum)
+    return body + _HEADER_CHECK.pack(xxhash.xxh3_64_intdigest(body))
 
 
 # -- manifest and tombstone payloads -----------------------------------------------------------------
@@ -227,7 +232,7 @@ _FOOTER = struct.Struct("<8sQQQ16s")
 FOOTER_LEN = _FOOTER.size + 8
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class TocEntry:
     kind: int
     codec: int

@@ -21,6 +21,7 @@ from mmarchive.pack.format import (
     RecordHeader,
     RecordKind,
     TocEntry,
+    encode_record_header,
     encode_toc,
 )
 
@@ -89,8 +90,8 @@ class PackWriter:
     def append(self, kind: int, codec: int, rid: bytes, raw_len: int,
                payload: bytes | bytearray | memoryview, checksum: int) -> int:
         """Append one record and return the offset of its header."""
-        offset = self.size
-        head = RecordHeader(kind, codec, len(payload), raw_len, rid, checksum).encode()
+        offset = self._file_end + len(self._buffer)
+        head = encode_record_header(kind, codec, len(payload), raw_len, rid, checksum)
         self._hasher.update(head)
         self._hasher.update(payload)
         self._toc.append(TocEntry(kind, codec, offset, len(payload), raw_len, rid))

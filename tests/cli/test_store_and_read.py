@@ -45,6 +45,19 @@ def test_init_refuses_a_non_empty_directory_and_bad_settings(tmp_path: Path) -> 
     assert usage.code == 2 and "usage:" in usage.stderr
 
 
+def test_init_exist_ok_keeps_an_existing_archive(tmp_path: Path) -> None:
+    path = tmp_path / "a"
+    first = run_cli("init", "--archive", path, "--pack-size", "128KiB", "--json")
+    assert first.code == 0, first.stderr
+    again = run_cli("init", "--archive", path, "--exist-ok", "--pack-size", "1MiB", "--json")
+    assert again.code == 0, again.stderr
+    [out] = again.json_lines()
+    assert out["existed"] is True and out["archive_id"] == first.json_lines()[0]["archive_id"]
+    assert out["store"]["pack_size"] == 128 * KiB  # the existing settings are kept
+    refused = run_cli("init", "--archive", path)
+    assert refused.code == 2 and "already holds an archive" in refused.stderr
+
+
 def test_put_json_one_line_per_file_in_order_and_already_stored(archive_dir: Path,
                                                                files: list[Path]) -> None:
     result = run_cli("put", "--archive", archive_dir, "--json", *files)
