@@ -536,26 +536,34 @@ class Archive:
                 self._write.flush()
             return verify_archive(self, progress=progress)
 
-    def gc(self, *, repack_below: float = 0.5) -> GcReport:
-        """Reclaim unreferenced data: delete dead packs, repack packs less than ``repack_below`` live."""
+    def gc(self, *, repack_below: float = 0.5,
+           progress: Callable[[int, int], None] | None = None) -> GcReport:
+        """Reclaim unreferenced data: delete dead packs, repack packs less than ``repack_below`` live.
+
+        ``progress(done, total)`` is called as packs are examined.
+        """
         from mmarchive.maintenance.gc import collect_garbage
 
+        if not 0.0 <= repack_below <= 1.0:
+            raise InvalidInputError(f"repack_below must be between 0 and 1, not {repack_below}")
         self._writer()
         with self._maintenance.exclusive():
             assert self._write is not None
             self._write.flush()
-            return collect_garbage(self, repack_below=repack_below)
+            return collect_garbage(self, repack_below=repack_below, progress=progress)
 
-    def reindex(self) -> None:
-        """Rebuild the whole index from the packs alone."""
+    def reindex(self, *, progress: Callable[[int, int], None] | None = None) -> None:
+        """Rebuild the whole index from the packs alone; ``progress(done, total)`` counts packs."""
         from mmarchive.maintenance.reindex import rebuild_index
 
         self._writer()
         with self._maintenance.exclusive():
             assert self._write is not None
             self._write.close()
-            rebuild_index(self)
-            self._write = WritePath(self.index, self.tier, self.config.store)
+            try:
+                rebuild_index(self, progress=progress)
+            finally:
+                self._write = WritePath(self.index, self.tier, self.config.store)
 
 
 def _metadata(item: PutItem, default: Mapping[str, Any] | None) -> Mapping[str, Any] | None:

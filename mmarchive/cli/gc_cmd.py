@@ -2,8 +2,7 @@
 
 Packs nothing points at are deleted; packs less than ``--repack-below`` live are rewritten with only their
 live records. It takes the writer lock (exit 4 while another process writes) and prints the
-:class:`~mmarchive.records.GcReport`. The library reports no progress for gc, so the terminal shows a
-working indicator rather than a filling bar.
+:class:`~mmarchive.records.GcReport`; on a terminal a progress bar counts the packs examined.
 """
 
 from __future__ import annotations
@@ -33,8 +32,8 @@ def _fraction(text: str) -> float:
 
 
 def run(args: argparse.Namespace, out: Output) -> int:
-    with open_archive(args, readonly=False) as archive, out.progress("gc", None, counted=False):
-        report = archive.gc(repack_below=args.repack_below)
+    with open_archive(args, readonly=False) as archive, out.progress("gc packs", None) as progress:
+        report = archive.gc(repack_below=args.repack_below, progress=progress)
     if out.json_mode:
         out.emit(report.to_json())
         return 0

@@ -2,8 +2,7 @@
 
 The index is a cache of what the packs hold; this rebuilds it (beside the old one, swapped in at the end)
 and prints the archive's totals as the new index counts them. It takes the writer lock (exit 4 while
-another process writes). The library reports no progress for reindex, so the terminal shows a working
-indicator rather than a filling bar.
+another process writes). On a terminal a progress bar counts the packs scanned.
 """
 
 from __future__ import annotations
@@ -23,8 +22,8 @@ def register(subparsers: Subparsers) -> None:
 
 def run(args: argparse.Namespace, out: Output) -> int:
     with open_archive(args, readonly=False) as archive:
-        with out.progress("reindex", None, counted=False):
-            archive.reindex()
+        with out.progress("reindex packs", None) as progress:
+            archive.reindex(progress=progress)
         stats = archive.stats()
     out.note("index rebuilt")
     print_totals(stats, out)

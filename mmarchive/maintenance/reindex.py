@@ -9,6 +9,7 @@ rename, so a crash during reindex leaves the old index in place.
 from __future__ import annotations
 
 import shutil
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -61,7 +62,7 @@ class _PackFacts:
     records: int
 
 
-def rebuild_index(archive: Archive) -> None:
+def rebuild_index(archive: Archive, *, progress: Callable[[int, int], None] | None = None) -> None:
     index_dir = archive.index.path
     new_dir = index_dir.with_name(index_dir.name + ".rebuild")
     old_dir = index_dir.with_name(index_dir.name + ".old")
@@ -72,9 +73,10 @@ def rebuild_index(archive: Archive) -> None:
     chunks: dict[bytes, tuple[RecordLocation, int, int]] = {}  # key -> (loc, raw_len, codec)
     winners: dict[bytes, tuple[int, RecordLocation, Manifest | Tombstone]] = {}
     max_seq = 0
-    for name in archive.tier.names():
-        if len(name) != 32:
-            continue
+    names = [n for n in archive.tier.names() if len(n) == 32]
+    for done, name in enumerate(names):
+        if progress is not None:
+            progress(done, len(names))
         pack_id = bytes.fromhex(name)
         scan = ScanResult()
         last_end = 0
@@ -151,6 +153,8 @@ def rebuild_index(archive: Archive) -> None:
         txn.put(META_ARCHIVE_ID, archive.config.archive_id.encode(), db=meta)
         txn.put(META_SCHEMA, str(SCHEMA_VERSION).encode(), db=meta)
 
+    if progress is not None:
+        progress(len(names), len(names))
     env = IndexEnv(new_dir, archive.config.index)
     try:
         env.write(lambda txn: build(txn, env))
