@@ -1,0 +1,65 @@
+"""Record codecs: the choice of codec per record, round trips, and refusal of damaged records."""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from mmarchive.errors import IntegrityError
+from mmarchive.pack.format import Codec
+from mmarchive.store.codec import CodecSet, shuffle2, unshuffle2
+
+
+def ct_like(n_pixels: int = 512 * 512, seed: int = 0) -> bytes:
+    """A smooth 16-bit image plus noise: what byte shuffling is for."""
+    rng = np.random.default_rng(seed)
+    y, x = np.mgrid[0:512, 0:512]
+    body = 1000 + 60 * np.sin(x / 40.0) + 40 * np.cos(y / 55.0)
+    img = body.ravel()[:n_pixels] + rng.normal(0, 15, n_pixels)
+    return img.astype("<u2").tobytes()
+
+
+def test_codec_choice_follows_the_data() -> None:
+    codecs = CodecSet("auto", 3)
+    assert codecs.encode(os.urandom(300_000))[0] == Codec.RAW  # JPEG/MP4-like: not worth it
+    assert codecs.encode(b"line of a report\n" * 20_000)[0] == Codec.ZSTD
+    codec, stored = codecs.encode(ct_like())
+    assert codec == Codec.ZSTD_SHUFFLE2
+    plain_codec, plain = CodecSet("zstd", 3).encode(ct_like())
+    assert plain_codec == Codec.ZSTD and len(stored) < 0.9 * len(plain)
+    assert codecs.encode(b"tiny")[0] == Codec.RAW
+    assert CodecSet("none", 3).encode(b"a" * 100_000)[0] == Codec.RAW
+    assert CodecSet("zstd", 3).encode(ct_like())[0] == Codec.ZSTD
+
+
+@given(st.binary(max_size=3000))
+def test_shuffle_matches_plain_reference(data: bytes) -> None:
+    n = len(data) & ~1
+    reference = data[0:n:2] + data[1:n:2] + data[n:]
+    assert shuffle2(data) == reference
+    assert unshuffle2(reference) == data
+
+
+@pytest.mark.parametrize("mode", ["auto", "zstd", "none"])
+@pytest.mark.parametrize("data", [b"", b"x", b"ab" * 100, os.urandom(200_001), b"q" * 150_001])
+def test_roundtrip(mode: str, data: bytes) -> None:
+    codecs = CodecSet(mode, 3)
+    codec, stored = codecs.encode(data)
+    assert codecs.decode(codec, bytes(stored), len(data), where="test") == data
+
+
+def test_damaged_compressed_record_is_refused() -> None:
+    codecs = CodecSet("auto", 3)
+    codec, stored = codecs.encode(ct_like(100_000))
+    damaged = bytearray(stored)
+    damaged[len(damaged) // 2] ^= 0x40
+    with pytest.raises(IntegrityError):
+        codecs.decode(codec, bytes(damaged), 200_000, where="pack p")
+    with pytest.raises(IntegrityError, match="expected"):
+        codecs.decode(codec, bytes(stored), 199_998, where="pack p")
+    with pytest.raises(IntegrityError):
+        codecs.decode(Codec.RAW, b"abc", 4, where="pack p")
