@@ -18,9 +18,10 @@ def ct_like(n_pixels: int = 512 * 512, seed: int = 0) -> bytes:
     """A smooth 16-bit image plus noise: what byte shuffling is for."""
     rng = np.random.default_rng(seed)
     y, x = np.mgrid[0:512, 0:512]
-    body = 1000 + 60 * np.sin(x / 40.0) + 40 * np.cos(y / 55.0)
-    img = body.ravel()[:n_pixels] + rng.normal(0, 15, n_pixels)
-    return img.astype("<u2").tobytes()
+    inside = ((x - 256) / 200.0) ** 2 + ((y - 256) / 160.0) ** 2 < 1.0
+    body = np.where(inside, 1040 + 60 * np.sin(x / 40.0) + 40 * np.cos(y / 55.0), 24.0)
+    img = body.ravel()[:n_pixels] + rng.normal(0, 12, n_pixels)
+    return bytes(np.clip(img, 0, 4095).astype("<u2").tobytes())
 
 
 def test_codec_choice_follows_the_data() -> None:
