@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import builtins
 import json
+import logging
 import os
 import threading
 import time
@@ -45,6 +46,7 @@ from mmarchive.index.schema import (
     scoped_key,
     tenant_prefix,
 )
+from mmarchive.maintenance.reindex import recover_index_directory
 from mmarchive.pack.format import RecordKind, pack_name
 from mmarchive.pack.reader import read_record
 from mmarchive.records import ArchiveStats, GcReport, ObjectInfo, VerifyReport
@@ -55,6 +57,8 @@ from mmarchive.store.sources import Source, as_bytes, open_source
 from mmarchive.tiers.local import LocalTier
 from mmarchive.writepath import WritePath
 from mmarchive.writerlock import WriterLock
+
+log = logging.getLogger(__name__)
 
 DEFAULT_TENANT = "default"
 _MAX_GROUP = 200
@@ -100,11 +104,17 @@ class Archive:
             self._lock = WriterLock(path / "lock")
             self._lock.acquire()
         try:
-            self.index = IndexEnv(path / "index", config.index, readonly=readonly)
-            self._check_identity()
             self.tier = LocalTier(path / "packs")
             self.codecs = CodecSet(config.store.compression, config.store.zstd_level)
             self.chunker = Chunker(config.store)
+            lost = recover_index_directory(path / "index", self.tier, readonly=readonly)
+            self.index = IndexEnv(path / "index", config.index, readonly=readonly)
+            if lost:
+                from mmarchive.maintenance.reindex import rebuild_index
+
+                log.warning("the index of %s was missing; rebuilding it from the packs", path)
+                rebuild_index(self)
+            self._check_identity()
             self._write: WritePath | None = None
             if not readonly:
                 self._write = WritePath(self.index, self.tier, config.store)
@@ -518,7 +528,7 @@ class Archive:
                     total = total.plus(TenantTotals.decode(value))
             for _key, value in txn.cursor(db=self.index.db(DB_PACKS)):
                 p = PackEntry.decode(value)
-                if tenant is None or p.tenant == tenant:
+                if not p.deleting and (tenant is None or p.tenant == tenant):
                     packs += 1
                     pack_bytes += p.length
         return ArchiveStats(tenant=tenant, objects=total.objects, logical_bytes=total.logical_bytes,

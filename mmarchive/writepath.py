@@ -97,6 +97,16 @@ class _ActivePack:
     pack_id: bytes
 
 
+def finish_deletion(index: IndexEnv, tier: LocalTier, pack_id: bytes) -> None:
+    """Unlink a pack that the index marks as being deleted, then forget it in the index."""
+    tier.remove(pack_name(pack_id))
+
+    def forget(txn: Any) -> None:
+        txn.delete(pack_id, db=index.db(DB_PACKS))
+
+    index.write(forget)
+
+
 class WritePath:
     """Stages records and index changes and commits them in groups (one per archive handle)."""
 
@@ -131,15 +141,18 @@ class WritePath:
     def _recover(self) -> None:
         """Cut uncommitted tails off open packs; seal the ones that are full or duplicated."""
         with self.index.read() as txn:
-            open_packs = [(k, PackEntry.decode(v)) for k, v in txn.cursor(db=self.index.db(DB_PACKS))
-                          if PackEntry.decode(v).state == PACK_OPEN]
-        for pack_id, entry in open_packs:
+            packs = [(k, PackEntry.decode(v)) for k, v in txn.cursor(db=self.index.db(DB_PACKS))]
+        for pack_id, entry in packs:
+            if entry.deleting:  # a gc replaced it and was stopped before the unlink
+                finish_deletion(self.index, self.tier, pack_id)
+        for pack_id, entry in packs:
+            if entry.state != PACK_OPEN:
+                continue
             name = pack_name(pack_id)
             path = self.tier.path(name)
             if entry.length == 0:
                 # Registered but nothing committed: a crash before the first commit (or mid-repack).
-                self.tier.remove(name)
-                self._forget_pack(pack_id)
+                finish_deletion(self.index, self.tier, pack_id)
                 continue
             if not path.exists():
                 continue  # a missing pack with committed records is damage: verify reports it
@@ -156,33 +169,32 @@ class WritePath:
             else:
                 self._resumable[key] = pack_id
 
-    def _forget_pack(self, pack_id: bytes) -> None:
-        def apply(txn: Any) -> None:
-            txn.delete(pack_id, db=self.index.db(DB_PACKS))
-
-        self.index.write(apply)
-
     def _resume_writer(self, pack_id: bytes, entry_length: int) -> PackWriter:
+        """Reopen an unsealed pack for appending after checking every committed record in it."""
         name = pack_name(pack_id)
-        fd = self.tier.open_append(name)
-        src = self.tier.reader(name)
-        try:
+        with self.tier.reader(name) as src:
+            if src.size() < entry_length:
+                raise IntegrityError(f"pack {name} cannot be resumed: it has {src.size()} bytes, "
+                                     f"{entry_length} were committed", pack=name)
             scan = ScanResult()
-            toc = []
-            for rec in scan_pack(src, scan, limit=entry_length, payloads=False):
-                toc.append(TocEntry(rec.header.kind, rec.header.codec, rec.offset,
-                                    rec.header.stored_len, rec.header.raw_len, rec.header.id))
+            toc = [TocEntry(rec.header.kind, rec.header.codec, rec.offset, rec.header.stored_len,
+                            rec.header.raw_len, rec.header.id)
+                   for rec in scan_pack(src, scan, limit=entry_length, payloads=False)]
             if scan.problems or scan.header is None or scan.clean_end != entry_length:
                 raise IntegrityError(f"pack {name} cannot be resumed: "
                                      f"{'; '.join(scan.problems or ['its records end early'])}",
                                      pack=name)
             content = src.read_at(0, entry_length)
-        finally:
-            src.close()
+        fd = self.tier.open_append(name)
         return PackWriter.resume(fd, scan.header, name, content=content, toc=toc)
 
     def _seal_existing(self, pack_id: bytes, entry: PackEntry) -> None:
-        writer = self._resume_writer(pack_id, entry.length)
+        """Seal an open pack from an earlier session; a damaged one is left open for verify to report."""
+        try:
+            writer = self._resume_writer(pack_id, entry.length)
+        except IntegrityError as e:
+            log.warning("not sealing damaged pack %s: %s", pack_name(pack_id), e)
+            return
         try:
             size = writer.seal()
         finally:
@@ -215,12 +227,17 @@ class WritePath:
         active = self._active.get(key)
         if active is not None:
             return active
-        pack_id = self._resumable.pop(key, None)
-        if pack_id is not None:
-            writer = self._resume_writer(pack_id, self._committed_len[pack_id])
-        else:
-            pack_id, writer = self.create_pack(tenant, group)
-            self._committed_len[pack_id] = 0
+        resumable = self._resumable.pop(key, None)
+        if resumable is not None:
+            try:
+                writer = self._resume_writer(resumable, self._committed_len[resumable])
+                active = self._active[key] = _ActivePack(writer, resumable)
+                return active
+            except IntegrityError as e:
+                # Leave the damaged pack as it is (verify reports it) and write a new one.
+                log.warning("not appending to damaged pack %s: %s", pack_name(resumable), e)
+        pack_id, writer = self.create_pack(tenant, group)
+        self._committed_len[pack_id] = 0
         active = self._active[key] = _ActivePack(writer, pack_id)
         return active
 

@@ -144,6 +144,9 @@ class ChunkEntry:
 # -- packs --------------------------------------------------------------------------------------------
 PACK_OPEN = 1
 PACK_SEALED = 2
+#: Replaced by gc (its records live elsewhere or are garbage); the file is being deleted. Nothing points
+#: into it; recovery and gc finish the deletion.
+PACK_DELETING = 3
 
 _PACK = struct.Struct("<BQQIQHHH")
 
@@ -164,6 +167,10 @@ class PackEntry:
     @property
     def sealed(self) -> bool:
         return self.state == PACK_SEALED
+
+    @property
+    def deleting(self) -> bool:
+        return self.state == PACK_DELETING
 
     def encode(self) -> bytes:
         t, te, g = self.tier.encode(), self.tenant.encode(), self.group.encode()

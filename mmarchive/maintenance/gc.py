@@ -20,6 +20,7 @@ from mmarchive.index.schema import (
     DB_CHUNKS,
     DB_OBJECTS,
     DB_PACKS,
+    PACK_DELETING,
     PACK_SEALED,
     ChunkEntry,
     ObjectEntry,
@@ -33,10 +34,13 @@ from mmarchive.pack.format import (
     Footer,
     RecordKind,
     decode_toc,
+    pack_id_from_name,
     pack_name,
 )
-from mmarchive.pack.reader import ScanResult, read_record, scan_pack
+from mmarchive.pack.reader import ScanResult, read_header, read_record, scan_pack
 from mmarchive.records import GcReport
+from mmarchive.tiers.local import LocalTier
+from mmarchive.writepath import finish_deletion
 
 if TYPE_CHECKING:
     from mmarchive.archive import Archive
@@ -180,37 +184,47 @@ def _switch(archive: Archive, old_id: bytes, new: tuple[bytes, int, int, int] | 
             new_id, size, live_new, count = new
             txn.put(new_id, PackEntry(PACK_SEALED, size, live_new, count, old.created_ns, old.tier,
                                       old.tenant, old.group).encode(), db=db_p)
-        txn.delete(old_id, db=db_p)
+        # The old pack stays listed, as being deleted, until its file is gone: a crash before the
+        # unlink leaves a pack the next open (or gc) finishes deleting, never an unknown file.
+        txn.put(old_id, PackEntry(PACK_DELETING, old.length, 0, old.records, old.created_ns, old.tier,
+                                  old.tenant, old.group).encode(), db=db_p)
         return dropped
 
     dropped: int = index.write(apply)
-    archive.tier.remove(pack_name(old_id))
+    finish_deletion(index, archive.tier, old_id)
     return dropped
 
 
 def _drop_unneeded_tombstones(archive: Archive) -> None:
-    """Forget deleted objects whose older manifests no pack holds any more."""
+    """Forget deleted objects whose older manifests no pack file holds any more.
+
+    Every pack file that reindex would read counts, known to the index or not; a pack that cannot be
+    read is assumed to hold any manifest of its tenant (nothing of that tenant is dropped).
+    """
     index, tier = archive.index, archive.tier
-    manifests: set[tuple[str, bytes]] = set()
     with index.read() as txn:
-        packs = [(k, PackEntry.decode(v)) for k, v in txn.cursor(db=index.db(DB_PACKS))]
+        known = {k: PackEntry.decode(v) for k, v in txn.cursor(db=index.db(DB_PACKS))}
         deleted = [(k, ObjectEntry.decode(v)) for k, v in txn.cursor(db=index.db(DB_OBJECTS))
                    if not ObjectEntry.decode(v).live]
     if not deleted:
         return
-    for pack_id, entry in packs:
-        name = pack_name(pack_id)
-        with tier.reader(name) as src:
-            footer = Footer.decode(src.read_at(entry.length - FOOTER_LEN, FOOTER_LEN), pack=name) \
-                if entry.sealed else None
-            if footer is None:
-                raise IntegrityError(f"gc: pack {name} has no table of contents", pack=name)
-            _h, toc = read_record(src, footer.toc_offset, footer.toc_len - RECORD_HEADER_LEN,
-                                  kind=RecordKind.TOC)
-        for e in decode_toc(toc, pack=name):
-            if e.kind == RecordKind.MANIFEST:
-                manifests.add((entry.tenant, e.id))
-    drop = [(k, o) for k, o in deleted if split_scoped_key(k) not in manifests]
+    manifests: set[tuple[str, bytes]] = set()
+    unsure: set[str] = set()
+    for name in tier.names():
+        pack_id = pack_id_from_name(name)
+        if pack_id is None:
+            continue  # reindex ignores files not named by a pack id
+        entry = known.get(pack_id)
+        try:
+            tenant, ids = _manifest_ids(tier, name)
+        except IntegrityError:
+            if entry is None:
+                return  # an unreadable pack of unknown tenant: drop nothing this time
+            unsure.add(entry.tenant)
+            continue
+        manifests.update((tenant, oid) for oid in ids)
+    drop = [(k, o) for k, o in deleted
+            if split_scoped_key(k)[0] not in unsure and split_scoped_key(k) not in manifests]
     if not drop:
         return
 
@@ -225,3 +239,23 @@ def _drop_unneeded_tombstones(archive: Archive) -> None:
                                              p.group).encode(), db=db_p)
 
     index.write(apply)
+
+
+def _manifest_ids(tier: LocalTier, name: str) -> tuple[str, list[bytes]]:
+    """(tenant, ids of every manifest record) of one pack file: from its TOC, or by scanning it."""
+    with tier.reader(name) as src:
+        header = read_header(src)
+        size = src.size()
+        footer = Footer.decode(src.read_at(size - FOOTER_LEN, FOOTER_LEN), pack=name) \
+            if size >= FOOTER_LEN else None
+        if footer is not None:
+            _h, toc = read_record(src, footer.toc_offset, footer.toc_len - RECORD_HEADER_LEN,
+                                  kind=RecordKind.TOC)
+            return header.tenant, [e.id for e in decode_toc(toc, pack=name)
+                                   if e.kind == RecordKind.MANIFEST]
+        scan = ScanResult()
+        ids = [rec.header.id for rec in scan_pack(src, scan, payloads=False)
+               if rec.header.kind == RecordKind.MANIFEST]
+        if scan.problems:
+            raise IntegrityError(f"pack {name}: {scan.problems[0]}", pack=name)
+        return header.tenant, ids

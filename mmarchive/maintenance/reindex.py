@@ -11,9 +11,10 @@ from __future__ import annotations
 import shutil
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from mmarchive.errors import IntegrityError
+from mmarchive.errors import IntegrityError, NotFoundError
 from mmarchive.index.env import IndexEnv
 from mmarchive.index.schema import (
     DB_CHUNKS,
@@ -42,9 +43,10 @@ from mmarchive.pack.format import (
     RecordKind,
     Tombstone,
     encode_metadata,
+    pack_id_from_name,
 )
 from mmarchive.pack.reader import ScanResult, scan_pack
-from mmarchive.tiers.local import fsync_directory
+from mmarchive.tiers.local import LocalTier, fsync_directory
 
 if TYPE_CHECKING:
     from mmarchive.archive import Archive
@@ -62,10 +64,40 @@ class _PackFacts:
     records: int
 
 
+def recover_index_directory(index_dir: Path, tier: LocalTier, *, readonly: bool) -> bool:
+    """Finish or undo a reindex that was stopped, before the index is opened.
+
+    Returns True when there is no index but the tier holds packs: the caller must rebuild it (a
+    writer does so at once; a read-only open is refused).
+    """
+    new_dir = _rebuild_dir(index_dir)
+    old_dir = _old_dir(index_dir)
+    if not readonly:
+        if not index_dir.exists() and old_dir.exists():
+            old_dir.rename(index_dir)  # stopped between the two renames: the old index is intact
+            fsync_directory(index_dir.parent)
+        shutil.rmtree(new_dir, ignore_errors=True)
+        shutil.rmtree(old_dir, ignore_errors=True)
+    if (index_dir / "data.mdb").exists() or next(tier.names(), None) is None:
+        return False
+    if readonly:
+        raise NotFoundError(f"the archive at {index_dir.parent} has no index; open it for writing "
+                            "(which rebuilds it from the packs) or run `mmarchive reindex`")
+    return True
+
+
+def _rebuild_dir(index_dir: Path) -> Path:
+    return index_dir.with_name(index_dir.name + ".rebuild")
+
+
+def _old_dir(index_dir: Path) -> Path:
+    return index_dir.with_name(index_dir.name + ".old")
+
+
 def rebuild_index(archive: Archive, *, progress: Callable[[int, int], None] | None = None) -> None:
     index_dir = archive.index.path
-    new_dir = index_dir.with_name(index_dir.name + ".rebuild")
-    old_dir = index_dir.with_name(index_dir.name + ".old")
+    new_dir = _rebuild_dir(index_dir)
+    old_dir = _old_dir(index_dir)
     shutil.rmtree(new_dir, ignore_errors=True)
     shutil.rmtree(old_dir, ignore_errors=True)
 
@@ -73,7 +105,7 @@ def rebuild_index(archive: Archive, *, progress: Callable[[int, int], None] | No
     chunks: dict[bytes, tuple[RecordLocation, int, int]] = {}  # key -> (loc, raw_len, codec)
     winners: dict[bytes, tuple[int, RecordLocation, Manifest | Tombstone]] = {}
     max_seq = 0
-    names = [n for n in archive.tier.names() if len(n) == 32]
+    names = [n for n in archive.tier.names() if pack_id_from_name(n) is not None]
     for done, name in enumerate(names):
         if progress is not None:
             progress(done, len(names))

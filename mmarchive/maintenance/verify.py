@@ -25,7 +25,7 @@ from mmarchive.index.schema import (
     PackEntry,
     split_scoped_key,
 )
-from mmarchive.pack.format import RecordKind, pack_name
+from mmarchive.pack.format import RecordKind, pack_id_from_name, pack_name
 from mmarchive.pack.reader import ScanResult, scan_pack
 from mmarchive.records import VerifyReport
 
@@ -47,8 +47,9 @@ def verify_archive(archive: Archive, *, progress: Callable[[int, int], None] | N
     with index.read() as txn:
         packs = {k: PackEntry.decode(v) for k, v in txn.cursor(db=index.db(DB_PACKS))}
     on_disk = set(tier.names())
-    report.orphaned = sorted(n for n in on_disk if bytes.fromhex(n) not in packs
-                             if len(n) == 32)
+    # Files not named by a known pack id: leftovers, stray copies. Never read as part of the archive.
+    report.orphaned = sorted(n for n in on_disk if pack_id_from_name(n) not in packs)
+    packs = {k: e for k, e in packs.items() if not e.deleting}
     good: dict[tuple[bytes, int], _Seen] = {}
     total = len(packs)
     for i, (pack_id, entry) in enumerate(sorted(packs.items())):

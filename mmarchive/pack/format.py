@@ -281,3 +281,13 @@ class Footer:
 
 def pack_name(pack_id: bytes) -> str:
     return pack_id.hex()
+
+
+def pack_id_from_name(name: str) -> bytes | None:
+    """The pack id a file name stands for, or None if it is not a pack id (a stray file)."""
+    if len(name) != 2 * PACK_ID_LEN:
+        return None
+    try:
+        return bytes.fromhex(name)
+    except ValueError:
+        return None
