@@ -21,7 +21,7 @@ import os
 import secrets
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import xxhash
@@ -205,8 +205,7 @@ class WritePath:
         def apply(txn: Any) -> None:
             db = self.index.db(DB_PACKS)
             cur = PackEntry.decode(txn.get(pack_id, db=db))
-            txn.put(pack_id, PackEntry(PACK_SEALED, size, cur.live_bytes, cur.records, cur.created_ns,
-                                       cur.tier, cur.tenant, cur.group).encode(), db=db)
+            txn.put(pack_id, replace(cur, state=PACK_SEALED, length=size).encode(), db=db)
 
         self.index.write(apply)
         self._committed_len.pop(pack_id, None)
@@ -568,9 +567,9 @@ class WritePath:
                 raise IntegrityError(f"pack {pack_name(pack_id)} is not registered in the index")
             cur_p = PackEntry.decode(raw)
             length = ends.get(pack_id, cur_p.length) if cur_p.state == PACK_OPEN else cur_p.length
-            txn.put(pack_id, PackEntry(cur_p.state, length, cur_p.live_bytes + live.get(pack_id, 0),
-                                       cur_p.records + records.get(pack_id, 0), cur_p.created_ns,
-                                       cur_p.tier, cur_p.tenant, cur_p.group).encode(), db=db_p)
+            txn.put(pack_id, replace(cur_p, length=length,
+                                     live_bytes=cur_p.live_bytes + live.get(pack_id, 0),
+                                     records=cur_p.records + records.get(pack_id, 0)).encode(), db=db_p)
 
         for tenant, delta in totals.items():
             tkey = tenant.encode()

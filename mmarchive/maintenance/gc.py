@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
 from mmarchive.errors import IntegrityError
@@ -182,12 +182,11 @@ def _switch(archive: Archive, old_id: bytes, new: tuple[bytes, int, int, int] | 
         old = PackEntry.decode(txn.get(old_id, db=db_p))
         if new is not None:
             new_id, size, live_new, count = new
-            txn.put(new_id, PackEntry(PACK_SEALED, size, live_new, count, old.created_ns, old.tier,
-                                      old.tenant, old.group).encode(), db=db_p)
+            txn.put(new_id, replace(old, state=PACK_SEALED, length=size, live_bytes=live_new,
+                                    records=count).encode(), db=db_p)
         # The old pack stays listed, as being deleted, until its file is gone: a crash before the
         # unlink leaves a pack the next open (or gc) finishes deleting, never an unknown file.
-        txn.put(old_id, PackEntry(PACK_DELETING, old.length, 0, old.records, old.created_ns, old.tier,
-                                  old.tenant, old.group).encode(), db=db_p)
+        txn.put(old_id, replace(old, state=PACK_DELETING, live_bytes=0).encode(), db=db_p)
         return dropped
 
     dropped: int = index.write(apply)
@@ -233,10 +232,8 @@ def _drop_unneeded_tombstones(archive: Archive) -> None:
         for key, o in drop:
             txn.delete(key, db=db_o)
             p = PackEntry.decode(txn.get(o.record.pack, db=db_p))
-            txn.put(o.record.pack, PackEntry(p.state, p.length,
-                                             p.live_bytes - RECORD_HEADER_LEN - o.record.stored_len,
-                                             p.records, p.created_ns, p.tier, p.tenant,
-                                             p.group).encode(), db=db_p)
+            txn.put(o.record.pack, replace(
+                p, live_bytes=p.live_bytes - RECORD_HEADER_LEN - o.record.stored_len).encode(), db=db_p)
 
     index.write(apply)
 
