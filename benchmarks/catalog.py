@@ -11,10 +11,18 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Final
 
+from benchmarks.bigobject_group import BIGOBJECT_GROUP
 from benchmarks.harness import BenchmarkGroup
+from benchmarks.ingest_group import INGEST_GROUP
 from benchmarks.limits_group import LIMITS_GROUP
+from benchmarks.reads_group import READS_GROUP
 
-GROUPS: Final[tuple[BenchmarkGroup, ...]] = (LIMITS_GROUP,)
+GROUPS: Final[tuple[BenchmarkGroup, ...]] = (
+    LIMITS_GROUP,
+    INGEST_GROUP,
+    BIGOBJECT_GROUP,
+    READS_GROUP,
+)
 """Every group, in the order `all` runs them (limits first: later groups reuse them)."""
 
 ALL_GROUPS: Final = "all"
