@@ -13,6 +13,11 @@ extensions = [
         ["native/gearcdc.pyx"],
         extra_compile_args=["-O3"],
     ),
+    Extension(
+        "mmarchive._native.byteshuffle",
+        ["native/byteshuffle.pyx"],
+        extra_compile_args=["-O3"],
+    ),
 ]
 
 setup(

@@ -15,6 +15,7 @@ from benchmarks.bigobject_group import BIGOBJECT_GROUP
 from benchmarks.harness import BenchmarkGroup
 from benchmarks.ingest_group import INGEST_GROUP
 from benchmarks.limits_group import LIMITS_GROUP
+from benchmarks.native_group import NATIVE_GROUP
 from benchmarks.reads_group import READS_GROUP
 
 GROUPS: Final[tuple[BenchmarkGroup, ...]] = (
@@ -22,6 +23,7 @@ GROUPS: Final[tuple[BenchmarkGroup, ...]] = (
     INGEST_GROUP,
     BIGOBJECT_GROUP,
     READS_GROUP,
+    NATIVE_GROUP,
 )
 """Every group, in the order `all` runs them (limits first: later groups reuse them)."""
 

@@ -55,7 +55,7 @@ from mmarchive.store.chunks import PreparedChunk, content_id, encode_chunk
 from mmarchive.store.codec import CodecSet
 from mmarchive.store.sources import Source, as_bytes, open_source
 from mmarchive.tiers.local import LocalTier
-from mmarchive.writepath import WritePath
+from mmarchive.writepath import IndexView, WritePath
 from mmarchive.writerlock import WriterLock
 
 log = logging.getLogger(__name__)
@@ -83,6 +83,7 @@ class _Prepared:
     cid: bytes
     view: memoryview
     chunk: PreparedChunk | None
+    seen: IndexView | None = None
 
 
 def _check_group(group: str) -> str:
@@ -323,16 +324,24 @@ class Archive:
         write = self._write
         assert write is not None
         # Compress only what is not stored yet: a resend costs one hash and one lookup.
+        seen = write.look_up(scoped_key(tenant, cid))
+        chunk = None if seen.chunk_known else encode_chunk(self.codecs, cid, view)
+        return _Prepared(cid, view, chunk, seen)
+
+    def _prepare_chunk(self, view: memoryview, tenant: str) -> _Prepared:
+        """Hash one chunk of a large object, and compress it unless the tenant already stores it."""
+        cid = content_id(view)
+        write = self._write
+        assert write is not None
         known = write.chunk_known(scoped_key(tenant, cid))
-        chunk = None if known else encode_chunk(self.codecs, cid, view)
-        return _Prepared(cid, view, chunk)
+        return _Prepared(cid, view, None if known else encode_chunk(self.codecs, cid, view))
 
     def _stage_small(self, prep: _Prepared, tenant: str, group: str,
                      metadata: Mapping[str, Any] | None, name: str | None) -> tuple[ObjectInfo, int]:
         write = self._writer()
         entry, existed, ticket = write.stage_whole_object(
             tenant, group, prep.cid, prep.view, prep.chunk,
-            lambda d: encode_chunk(self.codecs, prep.cid, d), _plain_metadata(metadata))
+            lambda d: encode_chunk(self.codecs, prep.cid, d), _plain_metadata(metadata), prep.seen)
         return self._info(tenant, prep.cid, entry, already=existed, source=name), ticket
 
     def _put_one(self, source: Source, tenant: str, group: str,
@@ -379,7 +388,7 @@ class Archive:
             view = memoryview(piece)
             hasher.update(view)
             size += len(view)
-            inflight.append(pool.submit(self._prepare_small, view, tenant))
+            inflight.append(pool.submit(self._prepare_chunk, view, tenant))
             while len(inflight) > 4:  # bounded: a few chunks in memory, whatever the object size
                 prep = inflight.popleft().result()
                 stage(prep)

@@ -98,7 +98,7 @@ class IndexConfig:
     max_readers: int = 1024
     #: put_many commits (and reports objects durable) at least this often.
     commit_objects: int = 1000
-    commit_bytes: int = 256 * MiB
+    commit_bytes: int = 32 * MiB
 
     def validate(self) -> None:
         if self.map_size < MiB:

@@ -22,7 +22,7 @@ import secrets
 import threading
 import time
 from dataclasses import dataclass, field, replace
-from typing import Any
+from typing import Any, NamedTuple
 
 import xxhash
 
@@ -49,11 +49,11 @@ from mmarchive.index.schema import (
 )
 from mmarchive.pack.format import (
     RECORD_HEADER_LEN,
-    Manifest,
     PackHeader,
     RecordKind,
     TocEntry,
     Tombstone,
+    encode_manifest_payload,
     encode_metadata,
     pack_name,
 )
@@ -89,6 +89,19 @@ class _Batch:
 
     def empty(self) -> bool:
         return not (self.chunks or self.objects or self.dirty or self.full)
+
+
+class IndexView(NamedTuple):
+    """What :meth:`WritePath.look_up` saw in the index for one key, and in which generation.
+
+    The staging thread checks its pending maps first; whatever is not pending was, if it was ever
+    staged, committed before the generation changed. So an answer taken in the current generation is
+    still right, and an older one is looked up again.
+    """
+
+    generation: int
+    object_raw: bytes | None
+    chunk_known: bool
 
 
 @dataclass
@@ -129,6 +142,8 @@ class WritePath:
         self._durable = 0
         self._requested = 0
         self._failure: BaseException | None = None
+        #: Incremented (under the lock) each time a commit removes entries from the pending maps.
+        self._generation = 0
         self._closing = False
         self._thread: threading.Thread | None = None
         with index.read() as txn:
@@ -288,10 +303,23 @@ class WritePath:
         with self.index.read() as txn:
             return txn.get(key, db=self.index.db(DB_CHUNKS)) is not None
 
+    def look_up(self, key: bytes) -> IndexView:
+        """What the index holds for a one-chunk object's key (object entry, chunk known), and when.
+
+        Called on worker threads so that the staging thread need not query the index itself; see
+        :class:`IndexView` for why the answer stays usable until the next commit completes.
+        """
+        generation = self._generation
+        with self.index.read() as txn:
+            raw = txn.get(key, db=self.index.db(DB_OBJECTS))
+            known = txn.get(key, db=self.index.db(DB_CHUNKS)) is not None
+        return IndexView(generation, raw, known)
+
     def stage_whole_object(self, tenant: str, group: str, oid: bytes, data: memoryview,
                            chunk: PreparedChunk | None, encode: Any,
-                           metadata: dict[str, Any] | None) -> tuple[ObjectEntry, bool, int]:
-        """Stage a one-chunk object (chunk id == object id) with one index lookup for both."""
+                           metadata: dict[str, Any] | None,
+                           seen: IndexView | None = None) -> tuple[ObjectEntry, bool, int]:
+        """Stage a one-chunk object (chunk id == object id), using ``seen`` if it is still current."""
         key = scoped_key(tenant, oid)
         with self._lock:
             self._check_usable()
@@ -300,11 +328,10 @@ class WritePath:
                 prev: ObjectEntry | None = pending[0]
                 known = True
             else:
-                with self.index.read() as txn:
-                    raw = txn.get(key, db=self.index.db(DB_OBJECTS))
-                    known = key in self._pending_chunks or \
-                        txn.get(key, db=self.index.db(DB_CHUNKS)) is not None
-                prev = ObjectEntry.decode(raw) if raw is not None else None
+                if seen is None or seen.generation != self._generation:
+                    seen = self.look_up(key)
+                known = seen.chunk_known or key in self._pending_chunks
+                prev = ObjectEntry.decode(seen.object_raw) if seen.object_raw is not None else None
             if data and not known:
                 prepared = chunk if chunk is not None else encode(data)
                 self._stage_new_chunk(tenant, group, key, oid, prepared)
@@ -366,19 +393,16 @@ class WritePath:
             if prev is False:
                 prev = self.current_object(key)
             assert prev is None or isinstance(prev, ObjectEntry)
-            if prev is not None and prev.live and (
-                    metadata is None or encode_metadata(metadata) == prev.metadata_json):
+            meta_json = encode_metadata(metadata) if metadata else b""
+            if prev is not None and prev.live and (metadata is None or meta_json == prev.metadata_json):
                 pending = self._pending_objects.get(key)
                 return prev, True, (pending[1] if pending else 0)
-            meta = metadata if metadata is not None else {}
             self._seq += 1
             now = time.time_ns()
-            manifest = Manifest(oid, tenant, self._seq, size, now, meta, tuple(chunks))
-            payload = manifest.encode_payload()
+            payload = encode_manifest_payload(self._seq, size, now, tenant, meta_json, chunks)
             loc = self._append(tenant, group, RecordKind.MANIFEST, 0, oid, len(payload), payload,
                                xxhash.xxh3_64_intdigest(payload))
-            entry = ObjectEntry(STATE_LIVE, self._seq, size, now, loc, encode_metadata(meta),
-                                tuple(chunks))
+            entry = ObjectEntry(STATE_LIVE, self._seq, size, now, loc, meta_json, tuple(chunks))
             for cid, _n in chunks:
                 self._ref(tenant, cid, +1)
             if prev is not None and prev.live:
@@ -480,6 +504,9 @@ class WritePath:
         for pack_id, end in ends.items():
             self._committed_len[pack_id] = end
         with self._lock:
+            # Answers of look_up() taken before this point may miss what this commit just made
+            # visible and no longer pending: the new generation tells stagers to ask again.
+            self._generation += 1
             for key, change in batch.chunks.items():
                 if self._pending_chunks.get(key) is change:
                     del self._pending_chunks[key]

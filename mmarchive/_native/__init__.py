@@ -7,12 +7,12 @@ used without ``pip install``), and the error says so instead of silently falling
 from __future__ import annotations
 
 try:
-    from mmarchive._native import gearcdc
+    from mmarchive._native import byteshuffle, gearcdc
 except ImportError as e:  # pragma: no cover - exercised only on a broken install
     from mmarchive.errors import ArchiveStateError
 
     raise ArchiveStateError(
-        "mmarchive's compiled extensions are missing (mmarchive._native.gearcdc); install the package "
+        "mmarchive's compiled extensions are missing (mmarchive._native); install the package "
         "with `pip install .` (or `pip install -e .`) on a machine with a C compiler") from e
 
-__all__ = ["gearcdc"]
+__all__ = ["byteshuffle", "gearcdc"]

@@ -30,7 +30,7 @@ class _SharedExclusive:
     """Many readers or one map resizer; resizing needs no transaction open in this process."""
 
     def __init__(self) -> None:
-        self._cond = threading.Condition()
+        self._cond = threading.Condition(threading.Lock())  # a plain lock: this is on every read
         self._readers = 0
         self._exclusive = False
 

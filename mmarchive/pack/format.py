@@ -13,7 +13,7 @@ import json
 import struct
 from dataclasses import dataclass
 from enum import IntEnum
-from typing import Any
+from typing import Any, NamedTuple
 
 import xxhash
 
@@ -161,12 +161,8 @@ class Manifest:
     chunks: tuple[tuple[bytes, int], ...]  # (chunk id, raw length) in object order
 
     def encode_payload(self) -> bytes:
-        t = self.tenant.encode()
-        m = encode_metadata(self.metadata)
-        parts = [_MANIFEST.pack(MANIFEST_VERSION, self.seq, self.size, self.created_ns,
-                                len(self.chunks), len(t), len(m)), t, m]
-        parts.extend(_CHUNK_REF.pack(cid, n) for cid, n in self.chunks)
-        return b"".join(parts)
+        return encode_manifest_payload(self.seq, self.size, self.created_ns, self.tenant,
+                                       encode_metadata(self.metadata), self.chunks)
 
     @staticmethod
     def decode_payload(object_id: bytes, buf: bytes, *, pack: str = "?") -> Manifest:
@@ -187,6 +183,15 @@ class Manifest:
                                  f"({e})", pack=pack, object_id=object_id.hex()) from e
         return Manifest(object_id=object_id, tenant=tenant, seq=seq, size=size, created_ns=created,
                         metadata=metadata, chunks=chunks)
+
+
+def encode_manifest_payload(seq: int, size: int, created_ns: int, tenant: str, metadata_json: bytes,
+                            chunks: tuple[tuple[bytes, int], ...] | list[tuple[bytes, int]]) -> bytes:
+    """The manifest payload from plain values (the write path's form: no Manifest object built)."""
+    t = tenant.encode()
+    head = _MANIFEST.pack(MANIFEST_VERSION, seq, size, created_ns, len(chunks), len(t),
+                          len(metadata_json))
+    return b"".join([head, t, metadata_json, *(_CHUNK_REF.pack(cid, n) for cid, n in chunks)])
 
 
 # Tombstone v1: version B | seq Q | deleted_ns Q | tenant_len H, then tenant utf-8.
@@ -232,8 +237,7 @@ _FOOTER = struct.Struct("<8sQQQ16s")
 FOOTER_LEN = _FOOTER.size + 8
 
 
-@dataclass(frozen=True, slots=True)
-class TocEntry:
+class TocEntry(NamedTuple):
     kind: int
     codec: int
     offset: int

@@ -9,9 +9,10 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from mmarchive._native.byteshuffle import shuffle2, unshuffle2
 from mmarchive.errors import IntegrityError
 from mmarchive.pack.format import Codec
-from mmarchive.store.codec import CodecSet, shuffle2, unshuffle2
+from mmarchive.store.codec import CodecSet
 
 
 def ct_like(n_pixels: int = 512 * 512, seed: int = 0) -> bytes:
@@ -35,6 +36,12 @@ def test_codec_choice_follows_the_data() -> None:
     assert codecs.encode(b"tiny")[0] == Codec.RAW
     assert CodecSet("none", 3).encode(b"a" * 100_000)[0] == Codec.RAW
     assert CodecSet("zstd", 3).encode(ct_like())[0] == Codec.ZSTD
+
+
+def test_installed_package_uses_compiled_shuffle() -> None:
+    from mmarchive._native import byteshuffle
+
+    assert byteshuffle.__file__ is not None and byteshuffle.__file__.endswith(".so")
 
 
 @given(st.binary(max_size=3000))
