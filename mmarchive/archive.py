@@ -236,8 +236,9 @@ class Archive:
                  metadata: Mapping[str, Any] | None = None, group: str = "") -> Iterator[ObjectInfo]:
         """Store many objects, yielding each one's info, in input order, once it is durable.
 
-        Hashing and compression run on a worker pool, small objects in batches; commits are grouped
-        (see ``[index]`` in the config). An object is reported only after the commit that holds it; if
+        Hashing and compression of objects of ``parallel_threshold`` bytes or more run on a worker
+        pool, in batches; smaller ones are prepared on the calling thread. Commits are grouped (see
+        ``[index]`` in the config). An object is reported only after the commit that holds it; if
         the caller stops iterating early, what was staged is still committed when the archive closes.
         """
         check_tenant(tenant)
@@ -245,13 +246,15 @@ class Archive:
         write = self._writer()
         cfg_i = self.config.index
         threshold = self.config.store.chunk_threshold
-        batch_bytes_max = max(self.config.store.parallel_threshold, 2 * 1024 * 1024)
+        inline_below = self.config.store.parallel_threshold
+        batch_bytes_max = max(inline_below, 2 * 1024 * 1024)
         pool = self._workers()
         max_window = pool._max_workers + 2
         # Batches of small objects being prepared on the pool, staged in input order.
-        window: deque[tuple[Future[list[_Prepared]], list[PutItem]]] = deque()
+        window: deque[tuple[Future[list[_Prepared]], list[PutItem | None]]] = deque()
         batch_views: list[tuple[memoryview, str]] = []
-        batch_items: list[PutItem] = []
+        batch_items: list[PutItem | None] = []  # None: a plain source with the call's defaults
+        default_meta = _plain_metadata(metadata)
         batch_bytes = 0
         done: deque[tuple[ObjectInfo, int]] = deque()
         staged_objects = staged_bytes = 0
@@ -267,22 +270,48 @@ class Archive:
             nonlocal staged_objects, staged_bytes
             fut, batch = window.popleft()
             for prep, item in zip(fut.result(), batch, strict=True):
-                info, ticket = self._stage_small(prep, item.tenant or tenant, item.group or group,
-                                                 _metadata(item, metadata), item.name)
+                if item is None:
+                    info, ticket = self._stage_small(prep, tenant, group, default_meta, None)
+                else:
+                    info, ticket = self._stage_small(
+                        prep, item.tenant or tenant, item.group or group,
+                        _plain_metadata(_metadata(item, metadata)), item.name)
                 done.append((info, ticket))
                 staged_objects += 1
                 staged_bytes += info.size
 
         with self._maintenance.shared():
             for raw in items:
-                item = raw if isinstance(raw, PutItem) else PutItem(raw)
-                if item.tenant is not None:
-                    check_tenant(item.tenant)
-                if item.group is not None:
-                    _check_group(item.group)
-                view = as_bytes(item.source)
-                if view is not None and len(view) <= threshold:
-                    batch_views.append((view, item.tenant or tenant))
+                if isinstance(raw, PutItem):
+                    item: PutItem | None = raw
+                    if raw.tenant is not None:
+                        check_tenant(raw.tenant)
+                    if raw.group is not None:
+                        _check_group(raw.group)
+                    source = raw.source
+                    item_tenant = raw.tenant or tenant
+                else:
+                    item, source, item_tenant = None, raw, tenant
+                view = as_bytes(source)
+                if view is not None and len(view) < inline_below:
+                    # Small objects are hashed here: handing a few microseconds of work to another
+                    # thread costs more in GIL hand-offs than it saves. Keep the input order.
+                    if window or batch_items:
+                        submit_batch()
+                        while window:
+                            stage_window_head()
+                    prep = self._prepare_small(view, item_tenant)
+                    if item is None:
+                        info, ticket = self._stage_small(prep, tenant, group, default_meta, None)
+                    else:
+                        info, ticket = self._stage_small(
+                            prep, item_tenant, item.group or group,
+                            _plain_metadata(_metadata(item, metadata)), item.name)
+                    done.append((info, ticket))
+                    staged_objects += 1
+                    staged_bytes += info.size
+                elif view is not None and len(view) <= threshold:
+                    batch_views.append((view, item_tenant))
                     batch_items.append(item)
                     batch_bytes += len(view)
                     if len(batch_items) >= 64 or batch_bytes >= batch_bytes_max:
@@ -293,9 +322,9 @@ class Archive:
                     submit_batch()
                     while window:
                         stage_window_head()
-                    info, ticket = self._put_one(item.source, item.tenant or tenant,
-                                                 item.group or group, _metadata(item, metadata),
-                                                 name=item.name)
+                    item = item or PutItem(source)
+                    info, ticket = self._put_one(source, item_tenant, item.group or group,
+                                                 _metadata(item, metadata), name=item.name)
                     done.append((info, ticket))
                     staged_objects += 1
                     staged_bytes += info.size
@@ -337,11 +366,11 @@ class Archive:
         return _Prepared(cid, view, None if known else encode_chunk(self.codecs, cid, view))
 
     def _stage_small(self, prep: _Prepared, tenant: str, group: str,
-                     metadata: Mapping[str, Any] | None, name: str | None) -> tuple[ObjectInfo, int]:
+                     metadata: dict[str, Any] | None, name: str | None) -> tuple[ObjectInfo, int]:
+        """Stage a prepared one-chunk object; ``metadata`` is already plain (see _plain_metadata)."""
         write = self._writer()
         entry, existed, ticket = write.stage_whole_object(
-            tenant, group, prep.cid, prep.view, prep.chunk,
-            lambda d: encode_chunk(self.codecs, prep.cid, d), _plain_metadata(metadata), prep.seen)
+            tenant, group, prep.cid, prep.view, prep.chunk, self.codecs, metadata, prep.seen)
         return self._info(tenant, prep.cid, entry, already=existed, source=name), ticket
 
     def _put_one(self, source: Source, tenant: str, group: str,
@@ -349,8 +378,8 @@ class Archive:
         threshold = self.config.store.chunk_threshold
         view = as_bytes(source)
         if view is not None and len(view) <= threshold:
-            return self._stage_small(self._prepare_small(view, tenant), tenant, group, metadata,
-                                     name or "bytes")
+            return self._stage_small(self._prepare_small(view, tenant), tenant, group,
+                                     _plain_metadata(metadata), name or "bytes")
         close_me = None
         if view is not None:
             stream_desc = name or "bytes"
@@ -362,7 +391,7 @@ class Archive:
                 head = stream.read(threshold + 1)
                 if len(head) <= threshold:
                     return self._stage_small(self._prepare_small(memoryview(head), tenant), tenant,
-                                             group, metadata, stream_desc)
+                                             group, _plain_metadata(metadata), stream_desc)
                 pieces: Iterator[bytes | memoryview] = self.chunker.cut_stream(stream, head)
             else:
                 pieces = self.chunker.cut_buffer(view)

@@ -66,7 +66,8 @@ class StoreConfig:
     #: ``zstd``: always try zstd (still raw when it does not shrink); ``none``: store raw.
     compression: str = "auto"
     zstd_level: int = 3
-    #: Records of this size or more run their compression on the worker pool during put_many.
+    #: put_many hashes and compresses objects of this size or more on its worker pool; smaller ones
+    #: on the calling thread (for them, handing work between threads costs more than it saves).
     parallel_threshold: int = 64 * KiB
 
     def validate(self) -> None:

@@ -59,7 +59,8 @@ from mmarchive.pack.format import (
 )
 from mmarchive.pack.reader import ScanResult, scan_pack
 from mmarchive.pack.writer import PackWriter
-from mmarchive.store.chunks import PreparedChunk
+from mmarchive.store.chunks import PreparedChunk, encode_chunk
+from mmarchive.store.codec import CodecSet
 from mmarchive.tiers.local import LocalTier
 
 LOCAL_TIER = "local"
@@ -316,10 +317,14 @@ class WritePath:
         return IndexView(generation, raw, known)
 
     def stage_whole_object(self, tenant: str, group: str, oid: bytes, data: memoryview,
-                           chunk: PreparedChunk | None, encode: Any,
+                           chunk: PreparedChunk | None, codecs: CodecSet,
                            metadata: dict[str, Any] | None,
                            seen: IndexView | None = None) -> tuple[ObjectEntry, bool, int]:
-        """Stage a one-chunk object (chunk id == object id), using ``seen`` if it is still current."""
+        """Stage a one-chunk object (chunk id == object id), using ``seen`` if it is still current.
+
+        ``chunk`` is its prepared record, or None if it was found stored (``codecs`` then encodes it
+        should that no longer hold).
+        """
         key = scoped_key(tenant, oid)
         with self._lock:
             self._check_usable()
@@ -333,10 +338,10 @@ class WritePath:
                 known = seen.chunk_known or key in self._pending_chunks
                 prev = ObjectEntry.decode(seen.object_raw) if seen.object_raw is not None else None
             if data and not known:
-                prepared = chunk if chunk is not None else encode(data)
+                prepared = chunk if chunk is not None else encode_chunk(codecs, oid, data)
                 self._stage_new_chunk(tenant, group, key, oid, prepared)
-            return self.stage_object(tenant, group, oid, len(data), metadata,
-                                     [(oid, len(data))] if len(data) else [], prev=prev)
+            return self._stage_manifest(tenant, group, key, oid, len(data), metadata,
+                                        [(oid, len(data))] if len(data) else [], prev)
 
     def stage_chunk(self, tenant: str, group: str, chunk: PreparedChunk | None, cid: bytes,
                     data: bytes | bytearray | memoryview | None = None,
@@ -366,7 +371,9 @@ class WritePath:
         self._pending_chunks[key] = change
 
     def _ref(self, tenant: str, cid: bytes, delta: int) -> None:
-        key = scoped_key(tenant, cid)
+        self._ref_key(scoped_key(tenant, cid), tenant, delta)
+
+    def _ref_key(self, key: bytes, tenant: str, delta: int) -> None:
         change = self._batch.chunks.get(key)
         if change is None:
             change = self._batch.chunks[key] = _ChunkChange(tenant, None, 0, 0, 0)
@@ -393,22 +400,31 @@ class WritePath:
             if prev is False:
                 prev = self.current_object(key)
             assert prev is None or isinstance(prev, ObjectEntry)
-            meta_json = encode_metadata(metadata) if metadata else b""
-            if prev is not None and prev.live and (metadata is None or meta_json == prev.metadata_json):
-                pending = self._pending_objects.get(key)
-                return prev, True, (pending[1] if pending else 0)
-            self._seq += 1
-            now = time.time_ns()
-            payload = encode_manifest_payload(self._seq, size, now, tenant, meta_json, chunks)
-            loc = self._append(tenant, group, RecordKind.MANIFEST, 0, oid, len(payload), payload,
-                               xxhash.xxh3_64_intdigest(payload))
-            entry = ObjectEntry(STATE_LIVE, self._seq, size, now, loc, meta_json, tuple(chunks))
+            return self._stage_manifest(tenant, group, key, oid, size, metadata, chunks, prev)
+
+    def _stage_manifest(self, tenant: str, group: str, key: bytes, oid: bytes, size: int,
+                        metadata: dict[str, Any] | None, chunks: list[tuple[bytes, int]],
+                        prev: ObjectEntry | None) -> tuple[ObjectEntry, bool, int]:
+        """The body of stage_object, with the lock held and the current entry looked up."""
+        meta_json = encode_metadata(metadata) if metadata else b""
+        if prev is not None and prev.live and (metadata is None or meta_json == prev.metadata_json):
+            pending = self._pending_objects.get(key)
+            return prev, True, (pending[1] if pending else 0)
+        self._seq += 1
+        now = time.time_ns()
+        payload = encode_manifest_payload(self._seq, size, now, tenant, meta_json, chunks)
+        loc = self._append(tenant, group, RecordKind.MANIFEST, 0, oid, len(payload), payload,
+                           xxhash.xxh3_64_intdigest(payload))
+        entry = ObjectEntry(STATE_LIVE, self._seq, size, now, loc, meta_json, tuple(chunks))
+        if len(chunks) == 1 and chunks[0][0] == oid:
+            self._ref_key(key, tenant, +1)  # a one-chunk object: its chunk key is its own key
+        else:
             for cid, _n in chunks:
                 self._ref(tenant, cid, +1)
-            if prev is not None and prev.live:
-                for cid, _n in prev.chunks:
-                    self._ref(tenant, cid, -1)
-            return entry, False, self._stage_entry(key, entry)
+        if prev is not None and prev.live:
+            for cid, _n in prev.chunks:
+                self._ref(tenant, cid, -1)
+        return entry, False, self._stage_entry(key, entry)
 
     def stage_delete(self, tenant: str, group: str, oid: bytes) -> tuple[ObjectEntry, int] | None:
         """Stage a tombstone; return (the deleted entry, ticket) or None if there is no live object."""
@@ -538,10 +554,24 @@ class WritePath:
         hdr = RECORD_HEADER_LEN
 
         for key, change in batch.chunks.items():
-            raw = txn.get(key, db=db_c)
             new = change.new
             if new is not None:
                 records[new.pack] = records.get(new.pack, 0) + 1
+                # A chunk record is written only for a key the index lacks: insert it without a
+                # look-up, falling back to the general path if it is there after all.
+                delta = change.refs_delta
+                if delta >= 0 and txn.put(key, ChunkEntry(new, change.raw_len, change.codec,
+                                                          delta).encode(), db=db_c, overwrite=False):
+                    if delta:
+                        live[new.pack] = live.get(new.pack, 0) + hdr + new.stored_len
+                        t = totals.get(change.tenant)
+                        if t is None:
+                            t = totals[change.tenant] = [0, 0, 0, 0, 0]
+                        t[2] += 1
+                        t[3] += change.raw_len
+                        t[4] += new.stored_len
+                    continue
+            raw = txn.get(key, db=db_c)
             if raw is not None:
                 cur = ChunkEntry.decode(raw)
             elif new is not None:
@@ -598,11 +628,11 @@ class WritePath:
                                      live_bytes=cur_p.live_bytes + live.get(pack_id, 0),
                                      records=cur_p.records + records.get(pack_id, 0)).encode(), db=db_p)
 
-        for tenant, delta in totals.items():
+        for tenant, deltas in totals.items():
             tkey = tenant.encode()
             raw = txn.get(tkey, db=db_t)
             cur_t = TenantTotals.decode(raw) if raw is not None else TenantTotals()
-            txn.put(tkey, cur_t.plus(TenantTotals(*delta)).encode(), db=db_t)
+            txn.put(tkey, cur_t.plus(TenantTotals(*deltas)).encode(), db=db_t)
         if batch.seq:
             txn.put(META_SEQ, batch.seq.to_bytes(8, "little"), db=self.index.db(DB_META))
 

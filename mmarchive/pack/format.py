@@ -191,6 +191,8 @@ def encode_manifest_payload(seq: int, size: int, created_ns: int, tenant: str, m
     t = tenant.encode()
     head = _MANIFEST.pack(MANIFEST_VERSION, seq, size, created_ns, len(chunks), len(t),
                           len(metadata_json))
+    if len(chunks) == 1:
+        return head + t + metadata_json + _CHUNK_REF.pack(*chunks[0])
     return b"".join([head, t, metadata_json, *(_CHUNK_REF.pack(cid, n) for cid, n in chunks)])
 
 

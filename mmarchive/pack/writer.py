@@ -66,7 +66,6 @@ class PackWriter:
         head = header.encode()
         writer = cls(fd, header, name, offset=0, toc=[], hasher=xxhash.xxh3_128())
         writer._buffer += head
-        writer._hasher.update(head)
         return writer
 
     @classmethod
@@ -92,10 +91,13 @@ class PackWriter:
         """Append one record and return the offset of its header."""
         offset = self._file_end + len(self._buffer)
         head = encode_record_header(kind, codec, len(payload), raw_len, rid, checksum)
-        self._hasher.update(head)
-        self._hasher.update(payload)
         self._toc.append(TocEntry(kind, codec, offset, len(payload), raw_len, rid))
         if len(payload) >= _DIRECT_WRITE:
+            # The pack checksum covers the bytes in the order they are written: buffer, then record.
+            hasher = self._hasher
+            hasher.update(self._buffer)
+            hasher.update(head)
+            hasher.update(payload)
             parts: list[bytes | bytearray | memoryview] = [self._buffer, head, payload]
             write_all(self.fd, parts, what=f"pack {self.name}")
             self._file_end = offset + len(head) + len(payload)
@@ -108,6 +110,7 @@ class PackWriter:
     def flush(self) -> int:
         """Write buffered records to the file; return the end offset (a record boundary)."""
         if self._buffer:
+            self._hasher.update(self._buffer)  # one hash update for all buffered records
             write_all(self.fd, [self._buffer], what=f"pack {self.name}")
             self._file_end += len(self._buffer)
             self._buffer = bytearray()
@@ -119,29 +122,20 @@ class PackWriter:
         except OSError as e:
             raise StorageError(f"syncing pack {self.name} failed: {e.strerror or e}") from e
 
-    def rollback(self, length: int) -> None:
-        """Drop everything after ``length`` (a committed record boundary) after a failed write."""
-        self._buffer = bytearray()
-        os.ftruncate(self.fd, length)
-        os.lseek(self.fd, length, os.SEEK_SET)
-        self._file_end = length
-        self._toc = [e for e in self._toc if e.offset < length]
-        self._hasher = xxhash.xxh3_128(os.pread(self.fd, length, 0))
-
     def seal(self) -> int:
         """Append the table of contents and the footer, sync, and return the final size."""
         toc_payload = encode_toc(self._toc)
         toc_offset = self.size
         head = RecordHeader(RecordKind.TOC, 0, len(toc_payload), len(toc_payload), bytes(32),
                             xxhash.xxh3_64_intdigest(toc_payload)).encode()
-        self._hasher.update(head)
-        self._hasher.update(toc_payload)
-        footer = Footer(toc_offset=toc_offset, toc_len=len(head) + len(toc_payload),
-                        record_count=len(self._toc), pack_checksum=self._hasher.digest())
         self._buffer += head
         self._buffer += toc_payload
-        self._buffer += footer.encode()
-        end = self.flush()
+        self.flush()
+        footer = Footer(toc_offset=toc_offset, toc_len=len(head) + len(toc_payload),
+                        record_count=len(self._toc), pack_checksum=self._hasher.digest())
+        write_all(self.fd, [footer.encode()], what=f"pack {self.name}")
+        self._file_end += FOOTER_LEN
+        end = self._file_end
         self.sync()
         self.sealed = True
         assert end == toc_offset + len(head) + len(toc_payload) + FOOTER_LEN
