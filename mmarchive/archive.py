@@ -49,6 +49,7 @@ from mmarchive.index.schema import (
 from mmarchive.maintenance.reindex import recover_index_directory
 from mmarchive.pack.format import RecordKind, pack_name
 from mmarchive.pack.reader import read_record
+from mmarchive.readahead import ReadAhead
 from mmarchive.records import ArchiveStats, GcReport, ObjectInfo, VerifyReport
 from mmarchive.store.chunking import Chunker
 from mmarchive.store.chunks import PreparedChunk, content_id, encode_chunk
@@ -125,6 +126,7 @@ class Archive:
             raise
         self._maintenance = _SharedExclusive()
         self._pool: ThreadPoolExecutor | None = None
+        self._hasher_pool: ThreadPoolExecutor | None = None
         self._pool_lock = threading.Lock()
         self._closed = False
 
@@ -181,8 +183,9 @@ class Archive:
             return
         self._closed = True
         try:
-            if self._pool is not None:
-                self._pool.shutdown(wait=True)
+            for pool in (self._pool, self._hasher_pool):
+                if pool is not None:
+                    pool.shutdown(wait=True)
             if self._write is not None:
                 self._write.close()
             self.tier.close()
@@ -205,6 +208,13 @@ class Archive:
             raise ArchiveStateError("the archive is open read-only; open it without readonly=True "
                                     "to write")
         return self._write
+
+    def _object_hasher(self) -> ThreadPoolExecutor:
+        with self._pool_lock:
+            if self._hasher_pool is None:
+                self._hasher_pool = ThreadPoolExecutor(max_workers=1,
+                                                       thread_name_prefix="mmarchive-object-hash")
+            return self._hasher_pool
 
     def _workers(self) -> ThreadPoolExecutor:
         with self._pool_lock:
@@ -392,22 +402,29 @@ class Archive:
                 if len(head) <= threshold:
                     return self._stage_small(self._prepare_small(memoryview(head), tenant), tenant,
                                              group, _plain_metadata(metadata), stream_desc)
-                pieces: Iterator[bytes | memoryview] = self.chunker.cut_stream(stream, head)
+                pieces: Iterator[memoryview] = self.chunker.cut_stream(stream, head)
             else:
                 pieces = self.chunker.cut_buffer(view)
-            return self._stage_chunked(pieces, tenant, group, metadata, stream_desc)
+            # Reading and chunking walk the stream in order on a thread of their own, a few chunks
+            # ahead of the hashing, compression and pack writes that the staging below drives.
+            with ReadAhead(pieces, depth=4) as ahead:
+                return self._stage_chunked(ahead, tenant, group, metadata, stream_desc)
         finally:
             if close_me is not None:
                 close_me.close()
 
-    def _stage_chunked(self, pieces: Iterator[bytes | memoryview], tenant: str, group: str,
+    def _stage_chunked(self, pieces: Iterable[memoryview], tenant: str, group: str,
                        metadata: Mapping[str, Any] | None, name: str) -> tuple[ObjectInfo, int]:
         write = self._writer()
         hasher = blake3.blake3()
         chunks: list[tuple[bytes, int]] = []
         size = 0
         inflight: deque[Future[_Prepared]] = deque()
+        hashing: deque[Future[Any]] = deque()
         pool = self._workers()
+        # The whole-object BLAKE3 (the object id) must see the chunks in order: one thread of its own
+        # runs it beside the workers that hash and compress each chunk.
+        object_hasher = self._object_hasher()
 
         def stage(prep: _Prepared) -> None:
             write.stage_chunk(tenant, group, prep.chunk, prep.cid, data=prep.view,
@@ -415,17 +432,21 @@ class Archive:
 
         for piece in pieces:
             view = memoryview(piece)
-            hasher.update(view)
             size += len(view)
+            hashing.append(object_hasher.submit(hasher.update, view))
             inflight.append(pool.submit(self._prepare_chunk, view, tenant))
             while len(inflight) > 4:  # bounded: a few chunks in memory, whatever the object size
                 prep = inflight.popleft().result()
                 stage(prep)
                 chunks.append((prep.cid, len(prep.view)))
+            while len(hashing) > 4:
+                hashing.popleft().result()
         while inflight:
             prep = inflight.popleft().result()
             stage(prep)
             chunks.append((prep.cid, len(prep.view)))
+        while hashing:
+            hashing.popleft().result()
         oid = hasher.digest()
         entry, existed, ticket = write.stage_object(tenant, group, oid, size,
                                                     _plain_metadata(metadata), chunks)

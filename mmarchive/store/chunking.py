@@ -1,8 +1,8 @@
 """Content-defined chunking of large objects, driving the native gear-hash cut finder.
 
 :class:`Chunker` holds the cut parameters from the archive config and cuts either a buffer already in
-memory (:meth:`Chunker.cut_buffer`) or a stream read piece by piece (:meth:`Chunker.cut_stream`, which keeps
-at most about two maximum-size chunks in memory). The per-byte loop is native (``native/gearcdc.pyx``);
+memory (:meth:`Chunker.cut_buffer`) or a stream read piece by piece (:meth:`Chunker.cut_stream`, which
+keeps a few MiB in memory). The per-byte loop is native (``native/gearcdc.pyx``);
 this module only moves buffers.
 """
 
@@ -39,29 +39,32 @@ class Chunker:
             yield data[pos:pos + length]
             pos += length
 
-    def cut_stream(self, stream: ByteStream, head: bytes = b"") -> Iterator[bytes]:
-        """Yield the chunks of ``head`` followed by the rest of ``stream``."""
-        buf = bytearray(head)
+    def cut_stream(self, stream: ByteStream, head: bytes = b"") -> Iterator[memoryview]:
+        """Yield the chunks of ``head`` followed by the rest of ``stream``.
+
+        Chunks are views into immutable buffers of a few MiB (each byte is copied once, when the
+        buffer is joined); a buffer lives as long as a chunk viewing it is held.
+        """
+        data = bytes(head)
         pos = 0
         eof = False
         read_size = max(self.max_size, 4 * 1024 * 1024)
         while True:
-            while not eof and len(buf) - pos < self.max_size:
-                piece = stream.read(read_size)
-                if not piece:
-                    eof = True
-                else:
-                    if pos:
-                        del buf[:pos]
-                        pos = 0
-                    buf += piece
-            if pos >= len(buf):
+            if not eof and len(data) - pos < self.max_size:
+                parts = [data[pos:]] if pos < len(data) else []
+                have = len(data) - pos
+                while not eof and have < self.max_size + read_size:
+                    piece = stream.read(read_size)
+                    if piece:
+                        parts.append(piece)
+                        have += len(piece)
+                    else:
+                        eof = True
+                data = b"".join(parts)
+                pos = 0
+            if pos >= len(data):
                 return
-            view = memoryview(buf)
-            try:
-                length = self.cut(view[pos:])
-                chunk = bytes(view[pos:pos + length])
-            finally:
-                view.release()
+            view = memoryview(data)[pos:]
+            length = self.cut(view)
+            yield view[:length]
             pos += length
-            yield chunk
