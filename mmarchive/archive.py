@@ -21,7 +21,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
-from typing import Any
+from typing import Any, NamedTuple
 
 import blake3
 
@@ -77,9 +77,8 @@ class PutItem:
     name: str | None = None  # how to report the source (a path, "stdin")
 
 
-@dataclass
-class _Prepared:
-    """A small object hashed (and compressed unless already known) off the calling thread."""
+class _Prepared(NamedTuple):
+    """A small object or a chunk, hashed (and compressed unless already known)."""
 
     cid: bytes
     view: memoryview

@@ -30,20 +30,32 @@ class _SharedExclusive:
     """Many readers or one map resizer; resizing needs no transaction open in this process."""
 
     def __init__(self) -> None:
-        self._cond = threading.Condition(threading.Lock())  # a plain lock: this is on every read
+        self._mutex = threading.Lock()
+        self._cond = threading.Condition(self._mutex)
         self._readers = 0
         self._exclusive = False
 
     def enter_shared(self) -> None:
+        mutex = self._mutex
+        mutex.acquire()  # plain acquire/release: this runs on every read transaction
+        if not self._exclusive:
+            self._readers += 1
+            mutex.release()
+            return
+        mutex.release()
         with self._cond:
             while self._exclusive:
                 self._cond.wait()
             self._readers += 1
 
     def leave_shared(self) -> None:
-        with self._cond:
-            self._readers -= 1
-            if not self._readers:
+        mutex = self._mutex
+        mutex.acquire()
+        self._readers -= 1
+        wake = not self._readers and self._exclusive
+        mutex.release()
+        if wake:
+            with self._cond:
                 self._cond.notify_all()
 
     @contextmanager

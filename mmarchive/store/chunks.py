@@ -7,7 +7,7 @@ compression run without the GIL, so the archive can prepare chunks on worker thr
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from typing import NamedTuple
 
 import blake3
 import xxhash
@@ -15,8 +15,7 @@ import xxhash
 from mmarchive.store.codec import CodecSet
 
 
-@dataclass(frozen=True, slots=True)
-class PreparedChunk:
+class PreparedChunk(NamedTuple):
     id: bytes
     raw_len: int
     codec: int
