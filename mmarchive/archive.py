@@ -265,15 +265,27 @@ class Archive:
         batch_items: list[PutItem | None] = []  # None: a plain source with the call's defaults
         default_meta = _plain_metadata(metadata)
         batch_bytes = 0
+        batch_parallel = False  # whether the batch holds an object worth the worker pool
         done: deque[tuple[ObjectInfo, int]] = deque()
         staged_objects = staged_bytes = 0
         last_request = time.monotonic()
 
         def submit_batch() -> None:
-            nonlocal batch_views, batch_items, batch_bytes
-            if batch_items:
+            nonlocal batch_views, batch_items, batch_bytes, batch_parallel
+            if not batch_items:
+                return
+            if batch_parallel:
                 window.append((pool.submit(self._prepare_many, batch_views), batch_items))
-                batch_views, batch_items, batch_bytes = [], [], 0
+            else:
+                # Only small objects: prepare them here. Handing a few microseconds of work per
+                # object to another thread costs more in GIL hand-offs than it saves.
+                while window:
+                    stage_window_head()
+                prepared: Future[list[_Prepared]] = Future()
+                prepared.set_result(self._prepare_many(batch_views))
+                window.append((prepared, batch_items))
+                stage_window_head()
+            batch_views, batch_items, batch_bytes, batch_parallel = [], [], 0, False
 
         def stage_window_head() -> None:
             nonlocal staged_objects, staged_bytes
@@ -302,27 +314,12 @@ class Archive:
                 else:
                     item, source, item_tenant = None, raw, tenant
                 view = as_bytes(source)
-                if view is not None and len(view) < inline_below:
-                    # Small objects are hashed here: handing a few microseconds of work to another
-                    # thread costs more in GIL hand-offs than it saves. Keep the input order.
-                    if window or batch_items:
-                        submit_batch()
-                        while window:
-                            stage_window_head()
-                    prep = self._prepare_small(view, item_tenant)
-                    if item is None:
-                        info, ticket = self._stage_small(prep, tenant, group, default_meta, None)
-                    else:
-                        info, ticket = self._stage_small(
-                            prep, item_tenant, item.group or group,
-                            _plain_metadata(_metadata(item, metadata)), item.name)
-                    done.append((info, ticket))
-                    staged_objects += 1
-                    staged_bytes += info.size
-                elif view is not None and len(view) <= threshold:
+                if view is not None and len(view) <= threshold:
                     batch_views.append((view, item_tenant))
                     batch_items.append(item)
                     batch_bytes += len(view)
+                    if len(view) >= inline_below:
+                        batch_parallel = True
                     if len(batch_items) >= 64 or batch_bytes >= batch_bytes_max:
                         submit_batch()
                     while len(window) > max_window:
@@ -354,7 +351,15 @@ class Archive:
                 yield done.popleft()[0]
 
     def _prepare_many(self, views: list[tuple[memoryview, str]]) -> list[_Prepared]:
-        return [self._prepare_small(view, tenant) for view, tenant in views]
+        """Hash (and compress unless stored) a batch of small objects, with one index look-up."""
+        write = self._write
+        assert write is not None
+        cids = [content_id(view) for view, _tenant in views]
+        seen = write.look_up_many([scoped_key(tenant, cid)
+                                   for cid, (_view, tenant) in zip(cids, views, strict=True)])
+        codecs = self.codecs
+        return [_Prepared(cid, view, None if s.chunk_known else encode_chunk(codecs, cid, view), s)
+                for cid, (view, _tenant), s in zip(cids, views, seen, strict=True)]
 
     def _prepare_small(self, view: memoryview, tenant: str) -> _Prepared:
         """Hash a whole small object, and compress it unless the tenant already stores it."""

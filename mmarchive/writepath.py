@@ -316,6 +316,15 @@ class WritePath:
             known = txn.get(key, db=self.index.db(DB_CHUNKS)) is not None
         return IndexView(generation, raw, known)
 
+    def look_up_many(self, keys: list[bytes]) -> list[IndexView]:
+        """:meth:`look_up` for many keys, in one read transaction."""
+        generation = self._generation
+        db_o, db_c = self.index.db(DB_OBJECTS), self.index.db(DB_CHUNKS)
+        with self.index.read() as txn:
+            get = txn.get
+            return [IndexView(generation, get(key, db=db_o), get(key, db=db_c) is not None)
+                    for key in keys]
+
     def stage_whole_object(self, tenant: str, group: str, oid: bytes, data: memoryview,
                            chunk: PreparedChunk | None, codecs: CodecSet,
                            metadata: dict[str, Any] | None,
