@@ -58,7 +58,7 @@ from mmarchive.pack.format import (
     pack_name,
 )
 from mmarchive.pack.reader import ScanResult, scan_pack
-from mmarchive.pack.writer import PackWriter
+from mmarchive.pack.writer import PackWriter, write_all
 from mmarchive.store.chunks import PreparedChunk, encode_chunk
 from mmarchive.store.codec import CodecSet
 from mmarchive.tiers.local import LocalTier
@@ -521,7 +521,14 @@ class WritePath:
         with self._lock:
             batch = self._batch
             self._batch = _Batch()
-            ends = {pack_id: writer.flush() for pack_id, writer in batch.dirty.items()}
+            taken = {pack_id: writer.take() for pack_id, writer in batch.dirty.items()}
+        # Written and synced outside the staging lock: staging goes on meanwhile (it appends after
+        # the taken bytes, at offsets of its own).
+        ends = {}
+        for pack_id, (offset, data, end) in taken.items():
+            writer = batch.dirty[pack_id]
+            write_all(writer.fd, [data], offset, what=f"pack {writer.name}")
+            ends[pack_id] = end
         for writer in batch.dirty.values():
             writer.sync()
         if not batch.empty():

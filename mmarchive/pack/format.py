@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import struct
+from collections.abc import Sequence
 from dataclasses import dataclass
 from enum import IntEnum
 from typing import Any, NamedTuple
@@ -248,9 +249,10 @@ class TocEntry(NamedTuple):
     id: bytes
 
 
-def encode_toc(entries: list[TocEntry]) -> bytes:
-    return b"".join(_TOC_ENTRY.pack(e.kind, e.codec, e.offset, e.stored_len, e.raw_len, e.id)
-                    for e in entries)
+def encode_toc(entries: Sequence[tuple[int, int, int, int, int, bytes]]) -> bytes:
+    """The TOC payload from TocEntry records (or plain tuples of the same fields)."""
+    pack = _TOC_ENTRY.pack
+    return b"".join([pack(*e) for e in entries])
 
 
 def decode_toc(buf: bytes, *, pack: str = "?") -> list[TocEntry]:

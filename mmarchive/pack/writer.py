@@ -1,15 +1,18 @@
 """Appending records to a pack file and sealing it.
 
-A :class:`PackWriter` owns one open pack file descriptor. Records are buffered and written in order;
-``flush`` hands them to the kernel and ``sync`` makes them durable (fdatasync). The caller decides when to
-sync and when an index may point at the bytes: the writer only guarantees that what ``flush`` returned as
-the end offset is a whole number of records. ``seal`` appends the table of contents and the footer and
+A :class:`PackWriter` owns one open pack file descriptor. Records are buffered; ``take`` hands the
+buffered bytes with their file offset to whoever writes them (the commit thread, outside the staging
+lock), ``flush`` writes them itself, and ``sync`` makes everything written durable (fdatasync). Writes
+are positional, so a taken buffer and a later large record may be written concurrently. The caller
+decides when to sync and when an index may point at the bytes: the writer only guarantees that the end
+offsets it reports are record boundaries. ``seal`` appends the table of contents and the footer and
 syncs; after that the file never changes. The writer does not know the index or where the file lives.
 """
 
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 
 import xxhash
 
@@ -20,7 +23,6 @@ from mmarchive.pack.format import (
     PackHeader,
     RecordHeader,
     RecordKind,
-    TocEntry,
     encode_record_header,
     encode_toc,
 )
@@ -28,12 +30,13 @@ from mmarchive.pack.format import (
 _DIRECT_WRITE = 256 * 1024  # payloads this large skip the buffer (writev), saving a copy
 
 
-def write_all(fd: int, parts: list[bytes | bytearray | memoryview], *, what: str) -> None:
-    """Write every byte of ``parts`` to ``fd`` at its current position (handles short writes)."""
+def write_all(fd: int, parts: list[bytes | bytearray | memoryview], offset: int, *, what: str) -> None:
+    """Write every byte of ``parts`` to ``fd`` at ``offset`` (positional; handles short writes)."""
     views = [memoryview(p) for p in parts if len(p)]
     try:
         while views:
-            n = os.writev(fd, views)
+            n = os.pwritev(fd, views, offset)
+            offset += n
             while n and views:
                 if n >= len(views[0]):
                     n -= len(views[0])
@@ -51,11 +54,11 @@ class PackWriter:
     """Appends records to one pack file."""
 
     def __init__(self, fd: int, header: PackHeader, name: str, *, offset: int,
-                 toc: list[TocEntry], hasher: xxhash.xxh3_128) -> None:
+                 toc: list[tuple[int, int, int, int, int, bytes]], hasher: xxhash.xxh3_128) -> None:
         self.fd = fd
         self.header = header
         self.name = name
-        self._file_end = offset  # bytes handed to the kernel
+        self._file_end = offset  # where the buffer starts: bytes before it are written or taken
         self._buffer = bytearray()
         self._toc = toc
         self._hasher = hasher
@@ -70,10 +73,9 @@ class PackWriter:
 
     @classmethod
     def resume(cls, fd: int, header: PackHeader, name: str, *, content: bytes,
-               toc: list[TocEntry]) -> PackWriter:
+               toc: Sequence[tuple[int, int, int, int, int, bytes]]) -> PackWriter:
         """Continue an unsealed pack whose first ``len(content)`` bytes (whole records) are kept."""
         os.ftruncate(fd, len(content))
-        os.lseek(fd, len(content), os.SEEK_SET)
         return cls(fd, header, name, offset=len(content), toc=list(toc),
                    hasher=xxhash.xxh3_128(content))
 
@@ -91,7 +93,7 @@ class PackWriter:
         """Append one record and return the offset of its header."""
         offset = self._file_end + len(self._buffer)
         head = encode_record_header(kind, codec, len(payload), raw_len, rid, checksum)
-        self._toc.append(TocEntry(kind, codec, offset, len(payload), raw_len, rid))
+        self._toc.append((kind, codec, offset, len(payload), raw_len, rid))  # a TocEntry's fields
         if len(payload) >= _DIRECT_WRITE:
             # The pack checksum covers the bytes in the order they are written: buffer, then record.
             hasher = self._hasher
@@ -99,7 +101,7 @@ class PackWriter:
             hasher.update(head)
             hasher.update(payload)
             parts: list[bytes | bytearray | memoryview] = [self._buffer, head, payload]
-            write_all(self.fd, parts, what=f"pack {self.name}")
+            write_all(self.fd, parts, self._file_end, what=f"pack {self.name}")
             self._file_end = offset + len(head) + len(payload)
             self._buffer = bytearray()
         else:
@@ -107,14 +109,23 @@ class PackWriter:
             self._buffer += payload
         return offset
 
+    def take(self) -> tuple[int, bytearray, int]:
+        """Hand over the buffered records: (file offset, bytes, end offset, a record boundary).
+
+        The caller writes the bytes at the offset (:func:`write_all`) before it syncs.
+        """
+        offset, data = self._file_end, self._buffer
+        if data:
+            self._hasher.update(data)  # one hash update for all buffered records, in file order
+            self._file_end += len(data)
+            self._buffer = bytearray()
+        return offset, data, self._file_end
+
     def flush(self) -> int:
         """Write buffered records to the file; return the end offset (a record boundary)."""
-        if self._buffer:
-            self._hasher.update(self._buffer)  # one hash update for all buffered records
-            write_all(self.fd, [self._buffer], what=f"pack {self.name}")
-            self._file_end += len(self._buffer)
-            self._buffer = bytearray()
-        return self._file_end
+        offset, data, end = self.take()
+        write_all(self.fd, [data], offset, what=f"pack {self.name}")
+        return end
 
     def sync(self) -> None:
         try:
@@ -133,7 +144,7 @@ class PackWriter:
         self.flush()
         footer = Footer(toc_offset=toc_offset, toc_len=len(head) + len(toc_payload),
                         record_count=len(self._toc), pack_checksum=self._hasher.digest())
-        write_all(self.fd, [footer.encode()], what=f"pack {self.name}")
+        write_all(self.fd, [footer.encode()], self._file_end, what=f"pack {self.name}")
         self._file_end += FOOTER_LEN
         end = self._file_end
         self.sync()
