@@ -406,18 +406,18 @@ class Archive:
                 if len(head) <= threshold:
                     return self._stage_small(self._prepare_small(memoryview(head), tenant), tenant,
                                              group, _plain_metadata(metadata), stream_desc)
-                pieces: Iterator[memoryview] = self.chunker.cut_stream(stream, head)
+                pieces: Iterator[bytes | memoryview] = self.chunker.cut_stream(stream, head)
             else:
                 pieces = self.chunker.cut_buffer(view)
             # Reading and chunking walk the stream in order on a thread of their own, a few chunks
             # ahead of the hashing, compression and pack writes that the staging below drives.
-            with ReadAhead(pieces, depth=4) as ahead:
+            with ReadAhead[bytes | memoryview](pieces, depth=2) as ahead:
                 return self._stage_chunked(ahead, tenant, group, metadata, stream_desc)
         finally:
             if close_me is not None:
                 close_me.close()
 
-    def _stage_chunked(self, pieces: Iterable[memoryview], tenant: str, group: str,
+    def _stage_chunked(self, pieces: Iterable[bytes | memoryview], tenant: str, group: str,
                        metadata: Mapping[str, Any] | None, name: str) -> tuple[ObjectInfo, int]:
         write = self._writer()
         hasher = blake3.blake3()
@@ -439,11 +439,11 @@ class Archive:
             size += len(view)
             hashing.append(object_hasher.submit(hasher.update, view))
             inflight.append(pool.submit(self._prepare_chunk, view, tenant))
-            while len(inflight) > 4:  # bounded: a few chunks in memory, whatever the object size
+            while len(inflight) > 3:  # bounded: a few chunks in memory, whatever the object size
                 prep = inflight.popleft().result()
                 stage(prep)
                 chunks.append((prep.cid, len(prep.view)))
-            while len(hashing) > 4:
+            while len(hashing) > 3:
                 hashing.popleft().result()
         while inflight:
             prep = inflight.popleft().result()

@@ -39,11 +39,11 @@ class Chunker:
             yield data[pos:pos + length]
             pos += length
 
-    def cut_stream(self, stream: ByteStream, head: bytes = b"") -> Iterator[memoryview]:
+    def cut_stream(self, stream: ByteStream, head: bytes = b"") -> Iterator[bytes]:
         """Yield the chunks of ``head`` followed by the rest of ``stream``.
 
-        Chunks are views into immutable buffers of a few MiB (each byte is copied once, when the
-        buffer is joined); a buffer lives as long as a chunk viewing it is held.
+        Each chunk is a copy of its own, so that a chunk still being hashed or compressed does not
+        keep a whole read buffer alive: memory stays at a few chunks, whatever the object size.
         """
         data = bytes(head)
         pos = 0
@@ -64,7 +64,10 @@ class Chunker:
                 pos = 0
             if pos >= len(data):
                 return
-            view = memoryview(data)[pos:]
-            length = self.cut(view)
-            yield view[:length]
+            with memoryview(data) as whole:
+                view = whole[pos:]
+                length = self.cut(view)
+                chunk = bytes(view[:length])
+                view.release()
+            yield chunk
             pos += length
