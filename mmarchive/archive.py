@@ -47,6 +47,7 @@ from mmarchive.index.schema import (
     tenant_prefix,
 )
 from mmarchive.maintenance.reindex import recover_index_directory
+from mmarchive.objectio import ObjectReader
 from mmarchive.pack.format import RecordKind, pack_name
 from mmarchive.pack.reader import read_record
 from mmarchive.readahead import ReadAhead
@@ -431,8 +432,7 @@ class Archive:
         object_hasher = self._object_hasher()
 
         def stage(prep: _Prepared) -> None:
-            write.stage_chunk(tenant, group, prep.chunk, prep.cid, data=prep.view,
-                              encode=lambda d: encode_chunk(self.codecs, prep.cid, d))
+            write.stage_chunk(tenant, group, prep.cid, prep.view, prep.chunk, self.codecs)
 
         for piece in pieces:
             view = memoryview(piece)
@@ -507,8 +507,6 @@ class Archive:
 
     def open_object(self, object_id: str, *, tenant: str = DEFAULT_TENANT) -> Any:
         """Return a seekable, streaming, verifying binary file object over the object's bytes."""
-        from mmarchive.objectio import ObjectReader
-
         oid, entry = self._entry(tenant, object_id)
         if entry.size == 0 and oid != blake3.blake3(b"").digest():
             raise IntegrityError(f"object {object_id}: empty but its id is not the empty hash",

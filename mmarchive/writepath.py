@@ -352,13 +352,12 @@ class WritePath:
             return self._stage_manifest(tenant, group, key, oid, len(data), metadata,
                                         [(oid, len(data))] if len(data) else [], prev)
 
-    def stage_chunk(self, tenant: str, group: str, chunk: PreparedChunk | None, cid: bytes,
-                    data: bytes | bytearray | memoryview | None = None,
-                    encode: Any = None) -> None:
-        """Make chunk ``cid`` stored: append its record unless it is already stored or staged.
+    def stage_chunk(self, tenant: str, group: str, cid: bytes, data: bytes | bytearray | memoryview,
+                    chunk: PreparedChunk | None, codecs: CodecSet) -> None:
+        """Make chunk ``cid`` (plaintext ``data``) stored, unless it is already stored or staged.
 
-        ``chunk`` is the prepared record, or None when the caller found the chunk known; then ``data`` and
-        ``encode`` (a function data -> PreparedChunk) are used if it turned out not to be.
+        ``chunk`` is its prepared record, or None when the caller found the chunk stored (``codecs``
+        then encodes it should that no longer hold).
         """
         key = scoped_key(tenant, cid)
         with self._lock:
@@ -366,9 +365,7 @@ class WritePath:
             if self.chunk_known(key):
                 return
             if chunk is None:
-                assert data is not None and encode is not None
-                chunk = encode(data)
-                assert chunk is not None
+                chunk = encode_chunk(codecs, cid, data)
             self._stage_new_chunk(tenant, group, key, cid, chunk)
 
     def _stage_new_chunk(self, tenant: str, group: str, key: bytes, cid: bytes,
