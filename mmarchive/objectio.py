@@ -128,4 +128,7 @@ class ObjectReader(io.RawIOBase):
                                  object_id=self.object_id.hex())
 
     def readall(self) -> bytes:
-        return b"".join(self.read_chunkwise())
+        pieces = list(self.read_chunkwise())
+        if len(pieces) == 1 and isinstance(pieces[0], bytes):
+            return pieces[0]  # a one-chunk object read whole: no copy
+        return b"".join(pieces)

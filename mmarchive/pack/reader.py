@@ -29,6 +29,9 @@ from mmarchive.pack.format import (
 )
 
 
+_SPLIT_READ = 64 * 1024
+
+
 class PackBytes(Protocol):
     """Random access to the bytes of one pack, wherever it is stored."""
 
@@ -45,8 +48,16 @@ def read_record(src: PackBytes, offset: int, stored_len: int, *, kind: int,
 
     Raises :class:`IntegrityError` naming the pack and offset when anything does not match.
     """
-    buf = src.read_at(offset, RECORD_HEADER_LEN + stored_len)
-    if len(buf) != RECORD_HEADER_LEN + stored_len:
+    if stored_len >= _SPLIT_READ:
+        # Two reads, so that the payload arrives as its own bytes object (no copy of a large slice).
+        buf = src.read_at(offset, RECORD_HEADER_LEN)
+        payload = src.read_at(offset + RECORD_HEADER_LEN, stored_len)
+        complete = len(buf) == RECORD_HEADER_LEN and len(payload) == stored_len
+    else:
+        buf = src.read_at(offset, RECORD_HEADER_LEN + stored_len)
+        payload = buf[RECORD_HEADER_LEN:]
+        complete = len(buf) == RECORD_HEADER_LEN + stored_len
+    if not complete:
         raise IntegrityError(f"pack {src.name}: record at offset {offset} is cut short (pack is "
                              "truncated); restore the pack from a replica or run verify",
                              pack=src.name, offset=offset)
@@ -55,7 +66,6 @@ def read_record(src: PackBytes, offset: int, stored_len: int, *, kind: int,
         raise IntegrityError(f"pack {src.name}: record at offset {offset} is not the one the index "
                              "expects; run `mmarchive verify` and `mmarchive reindex`",
                              pack=src.name, offset=offset)
-    payload = buf[RECORD_HEADER_LEN:]
     if xxhash.xxh3_64_intdigest(payload) != head.checksum:
         raise IntegrityError(f"pack {src.name}: payload of the record at offset {offset} is damaged "
                              "(xxh3 mismatch)", pack=src.name, offset=offset)
