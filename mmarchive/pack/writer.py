@@ -27,7 +27,7 @@ from mmarchive.pack.format import (
     encode_toc,
 )
 
-_DIRECT_WRITE = 256 * 1024  # payloads this large skip the buffer (writev), saving a copy
+_DIRECT_WRITE = 64 * 1024  # payloads this large skip the buffer (pwritev): no copy into it
 
 
 def write_all(fd: int, parts: list[bytes | bytearray | memoryview], offset: int, *, what: str) -> None:
