@@ -28,7 +28,6 @@ from mmarchive.pack.format import (
     decode_toc,
 )
 
-
 _SPLIT_READ = 64 * 1024
 
 
