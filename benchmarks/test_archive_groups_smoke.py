@@ -1,4 +1,4 @@
-"""Smoke tests of the archive benchmark groups (`ingest`, `bigobject`, `reads`).
+"""Smoke tests of the archive benchmark groups (`ingest`, `bigobject`, `reads`, `native`).
 
 This module owns the checks that the groups timing mmarchive itself stay runnable and honest:
 they are registered, `--quick` finishes in well under a minute, every row is positive, rows
@@ -18,7 +18,7 @@ from benchmarks.archive_timing import percentile, target_note
 from benchmarks.catalog import group_names
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
-GROUPS = ("ingest", "bigobject", "reads")
+GROUPS = ("ingest", "bigobject", "reads", "native")
 
 
 def test_groups_are_registered_after_limits() -> None:
