@@ -27,7 +27,7 @@ import blake3
 
 from mmarchive.config import CONFIG_FILE, ArchiveConfig
 from mmarchive.errors import ArchiveStateError, IntegrityError, InvalidInputError, NotFoundError
-from mmarchive.index.env import IndexEnv, _SharedExclusive
+from mmarchive.index.env import IndexEnv, SharedExclusiveLock
 from mmarchive.index.schema import (
     DB_CHUNKS,
     DB_META,
@@ -124,8 +124,9 @@ class Archive:
             if self._lock is not None:
                 self._lock.release()
             raise
-        self._maintenance = _SharedExclusive()
+        self._maintenance = SharedExclusiveLock()
         self._pool: ThreadPoolExecutor | None = None
+        self._worker_count = max(2, os.cpu_count() or 2)
         self._hasher_pool: ThreadPoolExecutor | None = None
         self._pool_lock = threading.Lock()
         self._closed = False
@@ -219,7 +220,7 @@ class Archive:
     def _workers(self) -> ThreadPoolExecutor:
         with self._pool_lock:
             if self._pool is None:
-                self._pool = ThreadPoolExecutor(max_workers=max(2, os.cpu_count() or 2),
+                self._pool = ThreadPoolExecutor(max_workers=self._worker_count,
                                                 thread_name_prefix="mmarchive-prepare")
             return self._pool
 
@@ -259,7 +260,7 @@ class Archive:
         inline_below = self.config.store.parallel_threshold
         batch_bytes_max = max(inline_below, 2 * 1024 * 1024)
         pool = self._workers()
-        max_window = pool._max_workers + 2
+        max_window = self._worker_count + 2
         # Batches of small objects being prepared on the pool, staged in input order.
         window: deque[tuple[Future[list[_Prepared]], list[PutItem | None]]] = deque()
         batch_views: list[tuple[memoryview, str]] = []

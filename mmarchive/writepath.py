@@ -46,6 +46,7 @@ from mmarchive.index.schema import (
     RecordLocation,
     TenantTotals,
     scoped_key,
+    split_scoped_key,
 )
 from mmarchive.pack.format import (
     RECORD_HEADER_LEN,
@@ -61,9 +62,7 @@ from mmarchive.pack.reader import ScanResult, scan_pack
 from mmarchive.pack.writer import PackWriter, write_all
 from mmarchive.store.chunks import PreparedChunk, encode_chunk
 from mmarchive.store.codec import CodecSet
-from mmarchive.tiers.local import LocalTier
-
-LOCAL_TIER = "local"
+from mmarchive.tiers.local import LOCAL_TIER, LocalTier
 
 log = logging.getLogger(__name__)
 
@@ -610,7 +609,7 @@ class WritePath:
                 txn.put(key, ChunkEntry(cur.record, cur.raw_len, cur.codec, refs).encode(), db=db_c)
 
         for key, entry in batch.objects.items():
-            tenant = key[:key.index(b"\x00")].decode()
+            tenant = split_scoped_key(key)[0]
             t = totals.get(tenant)
             if t is None:
                 t = totals[tenant] = [0, 0, 0, 0, 0]

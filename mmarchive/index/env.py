@@ -26,7 +26,7 @@ from mmarchive.index.schema import ALL_DBS
 T = TypeVar("T")
 
 
-class _SharedExclusive:
+class SharedExclusiveLock:
     """Many readers or one map resizer; resizing needs no transaction open in this process."""
 
     def __init__(self) -> None:
@@ -114,7 +114,7 @@ class _OpenEnv:
     dbs: dict[bytes, Any]
     readonly: bool
     users: int
-    gate: _SharedExclusive
+    gate: SharedExclusiveLock
 
 
 # LMDB forbids opening one environment twice in a process (its locks would break), so handles to the
@@ -170,7 +170,7 @@ class IndexEnv:
                 env = _open_env(path, cfg, readonly)
                 try:
                     env.reader_check()  # free slots of readers that died without closing
-                    shared = _OpenEnv(env, _open_dbs(env, path, readonly), readonly, 0, _SharedExclusive())
+                    shared = _OpenEnv(env, _open_dbs(env, path, readonly), readonly, 0, SharedExclusiveLock())
                 except BaseException:
                     env.close()
                     raise

@@ -36,6 +36,7 @@ from mmarchive.index.schema import (
     RecordLocation,
     TenantTotals,
     scoped_key,
+    split_scoped_key,
 )
 from mmarchive.pack.format import (
     RECORD_HEADER_LEN,
@@ -46,12 +47,10 @@ from mmarchive.pack.format import (
     pack_id_from_name,
 )
 from mmarchive.pack.reader import ScanResult, scan_pack
-from mmarchive.tiers.local import LocalTier, fsync_directory
+from mmarchive.tiers.local import LOCAL_TIER, LocalTier, fsync_directory
 
 if TYPE_CHECKING:
     from mmarchive.archive import Archive
-
-LOCAL_TIER = "local"
 
 
 @dataclass
@@ -171,7 +170,7 @@ def rebuild_index(archive: Archive, *, progress: Callable[[int, int], None] | No
             txn.put(key, ChunkEntry(loc, raw_len, codec, n).encode(), db=env.db(DB_CHUNKS))
             if n:
                 live[loc.pack] = live.get(loc.pack, 0) + RECORD_HEADER_LEN + loc.stored_len
-                tenant = key[:key.index(b"\x00")].decode()
+                tenant = split_scoped_key(key)[0]
                 t = totals.get(tenant, TenantTotals())
                 totals[tenant] = t.plus(TenantTotals(0, 0, 1, raw_len, loc.stored_len))
         for pack_id, f in packs.items():

@@ -23,6 +23,7 @@ from mmarchive.index.schema import (
     ChunkEntry,
     ObjectEntry,
     PackEntry,
+    scoped_key,
     split_scoped_key,
 )
 from mmarchive.pack.format import RecordKind, pack_id_from_name, pack_name
@@ -116,7 +117,7 @@ def verify_archive(archive: Archive, *, progress: Callable[[int, int], None] | N
                 continue
             report.objects_checked += 1
             for cid, _n in obj.chunks:
-                ckey = tenant.encode() + b"\x00" + cid
+                ckey = scoped_key(tenant, cid)
                 if ckey in bad_chunks or txn.get(ckey, db=chunk_db) is None:
                     problem = problem or f"chunk {cid.hex()} is damaged or missing"
             if problem is not None:

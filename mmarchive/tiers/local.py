@@ -16,6 +16,8 @@ from pathlib import Path
 from mmarchive.errors import IntegrityError, StorageError
 
 PACK_SUFFIX = ".pack"
+#: The name the index records for packs on the archive's own pack directory.
+LOCAL_TIER = "local"
 
 
 def fsync_directory(path: Path) -> None:
