@@ -353,7 +353,10 @@ class Archive:
                 yield done.popleft()[0]
 
     def _prepare_many(self, views: list[tuple[memoryview, str]]) -> list[_Prepared]:
-        """Hash (and compress unless stored) a batch of small objects, with one index look-up."""
+        """Hash (and compress unless stored) a batch of small objects, with one index look-up.
+
+        Compressing only what is not stored yet makes a resend cost one hash and one look-up.
+        """
         write = self._write
         assert write is not None
         cids = [content_id(view) for view, _tenant in views]
@@ -365,13 +368,7 @@ class Archive:
 
     def _prepare_small(self, view: memoryview, tenant: str) -> _Prepared:
         """Hash a whole small object, and compress it unless the tenant already stores it."""
-        cid = content_id(view)
-        write = self._write
-        assert write is not None
-        # Compress only what is not stored yet: a resend costs one hash and one lookup.
-        seen = write.look_up(scoped_key(tenant, cid))
-        chunk = None if seen.chunk_known else encode_chunk(self.codecs, cid, view)
-        return _Prepared(cid, view, chunk, seen)
+        return self._prepare_many([(view, tenant)])[0]
 
     def _prepare_chunk(self, view: memoryview, tenant: str) -> _Prepared:
         """Hash one chunk of a large object, and compress it unless the tenant already stores it."""

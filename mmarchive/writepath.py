@@ -92,7 +92,7 @@ class _Batch:
 
 
 class IndexView(NamedTuple):
-    """What :meth:`WritePath.look_up` saw in the index for one key, and in which generation.
+    """What :meth:`WritePath.look_up_many` saw in the index for one key, and in which generation.
 
     The staging thread checks its pending maps first; whatever is not pending was, if it was ever
     staged, committed before the generation changed. So an answer taken in the current generation is
@@ -303,20 +303,13 @@ class WritePath:
         with self.index.read() as txn:
             return txn.get(key, db=self.index.db(DB_CHUNKS)) is not None
 
-    def look_up(self, key: bytes) -> IndexView:
-        """What the index holds for a one-chunk object's key (object entry, chunk known), and when.
-
-        Called on worker threads so that the staging thread need not query the index itself; see
-        :class:`IndexView` for why the answer stays usable until the next commit completes.
-        """
-        generation = self._generation
-        with self.index.read() as txn:
-            raw = txn.get(key, db=self.index.db(DB_OBJECTS))
-            known = txn.get(key, db=self.index.db(DB_CHUNKS)) is not None
-        return IndexView(generation, raw, known)
-
     def look_up_many(self, keys: list[bytes]) -> list[IndexView]:
-        """:meth:`look_up` for many keys, in one read transaction."""
+        """What the index holds for one-chunk objects' keys (object entry, chunk known), and when.
+
+        One read transaction for all keys, taken before staging so that the staging thread need not
+        query the index itself; see :class:`IndexView` for why an answer stays usable until the next
+        commit completes.
+        """
         generation = self._generation
         db_o, db_c = self.index.db(DB_OBJECTS), self.index.db(DB_CHUNKS)
         with self.index.read() as txn:
@@ -342,7 +335,7 @@ class WritePath:
                 known = True
             else:
                 if seen is None or seen.generation != self._generation:
-                    seen = self.look_up(key)
+                    seen = self.look_up_many([key])[0]
                 known = seen.chunk_known or key in self._pending_chunks
                 prev = ObjectEntry.decode(seen.object_raw) if seen.object_raw is not None else None
             if data and not known:
@@ -532,7 +525,7 @@ class WritePath:
         for pack_id, end in ends.items():
             self._committed_len[pack_id] = end
         with self._lock:
-            # Answers of look_up() taken before this point may miss what this commit just made
+            # Answers of look_up_many() taken before this point may miss what this commit just made
             # visible and no longer pending: the new generation tells stagers to ask again.
             self._generation += 1
             for key, change in batch.chunks.items():

@@ -107,9 +107,8 @@ class RecordHeader:
     checksum: int  # xxh3_64 of the stored payload
 
     def encode(self) -> bytes:
-        body = _RECORD.pack(RECORD_MAGIC, self.kind, self.codec, 0, self.stored_len, self.raw_len,
-                            self.id, self.checksum)
-        return body + struct.pack("<Q", xxhash.xxh3_64_intdigest(body))
+        return encode_record_header(self.kind, self.codec, self.stored_len, self.raw_len, self.id,
+                                    self.checksum)
 
     @staticmethod
     def decode(buf: bytes | memoryview, *, pack: str = "?", offset: int = 0) -> RecordHeader:
