@@ -608,12 +608,12 @@ class WritePath:
                 t = totals[tenant] = [0, 0, 0, 0, 0]
             prev_raw = txn.replace(key, entry.encode(), db=db_o)
             if prev_raw is not None:
-                state, _seq, size, _created = ObjectEntry.decode_summary(prev_raw)
-                prev_loc = ObjectEntry.decode(prev_raw).record
+                prev = ObjectEntry.decode(prev_raw)
+                prev_loc = prev.record
                 live[prev_loc.pack] = live.get(prev_loc.pack, 0) - hdr - prev_loc.stored_len
-                if state == STATE_LIVE:
+                if prev.state == STATE_LIVE:
                     t[0] -= 1
-                    t[1] -= size
+                    t[1] -= prev.size
             loc = entry.record
             live[loc.pack] = live.get(loc.pack, 0) + hdr + loc.stored_len
             records[loc.pack] = records.get(loc.pack, 0) + 1

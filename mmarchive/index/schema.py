@@ -118,12 +118,6 @@ class ObjectEntry(NamedTuple):
         chunks = tuple(_CHUNK_REF.unpack_from(buf, o + i * _CHUNK_REF.size) for i in range(n))
         return ObjectEntry(state, seq, size, created, RecordLocation(pack, off, slen), meta, chunks)
 
-    @staticmethod
-    def decode_summary(buf: bytes) -> tuple[int, int, int, int]:
-        """(state, seq, size, created_ns) without decoding metadata or chunks."""
-        state, seq, size, created = _OBJECT.unpack_from(buf)[:4]
-        return state, seq, size, created
-
 
 # -- chunks -------------------------------------------------------------------------------------------
 _CHUNK = struct.Struct("<16sQIIBQ")

@@ -62,7 +62,6 @@ class PackWriter:
         self._buffer = bytearray()
         self._toc = toc
         self._hasher = hasher
-        self.sealed = False
 
     @classmethod
     def create(cls, fd: int, header: PackHeader, name: str) -> PackWriter:
@@ -83,10 +82,6 @@ class PackWriter:
     def size(self) -> int:
         """Bytes in the pack so far, buffered ones included."""
         return self._file_end + len(self._buffer)
-
-    @property
-    def record_count(self) -> int:
-        return len(self._toc)
 
     def append(self, kind: int, codec: int, rid: bytes, raw_len: int,
                payload: bytes | bytearray | memoryview, checksum: int) -> int:
@@ -148,6 +143,5 @@ class PackWriter:
         self._file_end += FOOTER_LEN
         end = self._file_end
         self.sync()
-        self.sealed = True
         assert end == toc_offset + len(head) + len(toc_payload) + FOOTER_LEN
         return end
