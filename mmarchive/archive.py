@@ -46,7 +46,9 @@ from mmarchive.index.schema import (
     scoped_key,
     tenant_prefix,
 )
-from mmarchive.maintenance.reindex import recover_index_directory
+from mmarchive.maintenance.gc import collect_garbage
+from mmarchive.maintenance.reindex import rebuild_index, recover_index_directory
+from mmarchive.maintenance.verify import verify_archive
 from mmarchive.objectio import ObjectReader
 from mmarchive.pack.format import RecordKind, pack_name
 from mmarchive.pack.reader import read_record
@@ -56,7 +58,7 @@ from mmarchive.store.chunking import Chunker
 from mmarchive.store.chunks import PreparedChunk, content_id, encode_chunk
 from mmarchive.store.codec import CodecSet
 from mmarchive.store.sources import Source, as_bytes, open_source
-from mmarchive.tiers.local import LocalTier
+from mmarchive.tiers.local import LocalTier, fsync_directory
 from mmarchive.writepath import IndexView, WritePath
 from mmarchive.writerlock import WriterLock
 
@@ -112,8 +114,6 @@ class Archive:
             lost = recover_index_directory(path / "index", self.tier, readonly=readonly)
             self.index = IndexEnv(path / "index", config.index, readonly=readonly)
             if lost:
-                from mmarchive.maintenance.reindex import rebuild_index
-
                 log.warning("the index of %s was missing; rebuilding it from the packs", path)
                 rebuild_index(self)
             self._check_identity()
@@ -151,8 +151,6 @@ class Archive:
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, root / CONFIG_FILE)
-        from mmarchive.tiers.local import fsync_directory
-
         fsync_directory(root)
         return cls(root, cfg, readonly=False)
 
@@ -289,8 +287,13 @@ class Archive:
                 stage_window_head()
             batch_views, batch_items, batch_bytes, batch_parallel = [], [], 0, False
 
-        def stage_window_head() -> None:
+        def staged(info: ObjectInfo, ticket: int) -> None:
             nonlocal staged_objects, staged_bytes
+            done.append((info, ticket))
+            staged_objects += 1
+            staged_bytes += info.size
+
+        def stage_window_head() -> None:
             fut, batch = window.popleft()
             for prep, item in zip(fut.result(), batch, strict=True):
                 if item is None:
@@ -299,9 +302,7 @@ class Archive:
                     info, ticket = self._stage_small(
                         prep, item.tenant or tenant, item.group or group,
                         _plain_metadata(_metadata(item, metadata)), item.name)
-                done.append((info, ticket))
-                staged_objects += 1
-                staged_bytes += info.size
+                staged(info, ticket)
 
         with self._maintenance.shared():
             for raw in items:
@@ -333,9 +334,7 @@ class Archive:
                     item = item or PutItem(source)
                     info, ticket = self._put_one(source, item_tenant, item.group or group,
                                                  _metadata(item, metadata), name=item.name)
-                    done.append((info, ticket))
-                    staged_objects += 1
-                    staged_bytes += info.size
+                    staged(info, ticket)
                 now = time.monotonic()
                 if done and (staged_objects >= cfg_i.commit_objects
                              or staged_bytes >= cfg_i.commit_bytes or now - last_request > 1.0):
@@ -598,8 +597,6 @@ class Archive:
 
     def verify(self, *, progress: Callable[[int, int], None] | None = None) -> VerifyReport:
         """Check every record of every pack, and the index against the packs."""
-        from mmarchive.maintenance.verify import verify_archive
-
         with self._maintenance.exclusive():
             if self._write is not None:
                 self._write.flush()
@@ -611,8 +608,6 @@ class Archive:
 
         ``progress(done, total)`` is called as packs are examined.
         """
-        from mmarchive.maintenance.gc import collect_garbage
-
         if not 0.0 <= repack_below <= 1.0:
             raise InvalidInputError(f"repack_below must be between 0 and 1, not {repack_below}")
         self._writer()
@@ -623,8 +618,6 @@ class Archive:
 
     def reindex(self, *, progress: Callable[[int, int], None] | None = None) -> None:
         """Rebuild the whole index from the packs alone; ``progress(done, total)`` counts packs."""
-        from mmarchive.maintenance.reindex import rebuild_index
-
         self._writer()
         with self._maintenance.exclusive():
             assert self._write is not None
