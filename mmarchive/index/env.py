@@ -123,11 +123,11 @@ _OPEN: dict[tuple[int, str], _OpenEnv] = {}
 _OPEN_LOCK = threading.Lock()
 
 
-def _open_env(path: Path, cfg: IndexConfig, readonly: bool) -> Any:
+def _open_env(path: Path, cfg: IndexConfig, readonly: bool, n_dbs: int) -> Any:
     try:
         if not readonly:
             path.mkdir(parents=True, exist_ok=True)
-        return lmdb.open(str(path), map_size=cfg.map_size, max_dbs=len(ALL_DBS) + 2,
+        return lmdb.open(str(path), map_size=cfg.map_size, max_dbs=n_dbs + 2,
                          max_readers=cfg.max_readers, readonly=readonly, subdir=True,
                          lock=True, sync=True, metasync=True, readahead=False,
                          meminit=False, create=not readonly)
@@ -136,10 +136,10 @@ def _open_env(path: Path, cfg: IndexConfig, readonly: bool) -> Any:
                            "permissions, or rebuild it with `mmarchive reindex`") from e
 
 
-def _open_dbs(env: Any, path: Path, readonly: bool) -> dict[bytes, Any]:
+def _open_dbs(env: Any, path: Path, readonly: bool, names: tuple[bytes, ...]) -> dict[bytes, Any]:
     dbs: dict[bytes, Any] = {}
     if readonly:
-        for name in ALL_DBS:
+        for name in names:
             try:
                 # Without an explicit txn py-lmdb commits its read txn, so the handle persists.
                 dbs[name] = env.open_db(name, create=False)
@@ -148,15 +148,19 @@ def _open_dbs(env: Any, path: Path, readonly: bool) -> dict[bytes, Any]:
                                    "run `mmarchive reindex`") from e
     else:
         with env.begin(write=True) as txn:
-            for name in ALL_DBS:
+            for name in names:
                 dbs[name] = env.open_db(name, txn=txn)
     return dbs
 
 
 class IndexEnv:
-    """The archive's LMDB environment and its named databases."""
+    """One LMDB environment and its named databases (by default the archive index's, :data:`ALL_DBS`).
 
-    def __init__(self, path: Path, cfg: IndexConfig, *, readonly: bool = False) -> None:
+    A layer above the store (the DICOM catalog) opens its own environment with its own ``dbs``.
+    """
+
+    def __init__(self, path: Path, cfg: IndexConfig, *, readonly: bool = False,
+                 dbs: tuple[bytes, ...] = ALL_DBS) -> None:
         self.path = path
         self.readonly = readonly
         # The pid is part of the key: a child after fork() must open its own environment.
@@ -167,10 +171,11 @@ class IndexEnv:
                 raise ArchiveStateError(f"the index at {path} is open read-only in this process; "
                                         "close those handles before opening it for writing")
             if shared is None:
-                env = _open_env(path, cfg, readonly)
+                env = _open_env(path, cfg, readonly, len(dbs))
                 try:
                     env.reader_check()  # free slots of readers that died without closing
-                    shared = _OpenEnv(env, _open_dbs(env, path, readonly), readonly, 0, SharedExclusiveLock())
+                    shared = _OpenEnv(env, _open_dbs(env, path, readonly, dbs), readonly, 0,
+                                      SharedExclusiveLock())
                 except BaseException:
                     env.close()
                     raise
