@@ -97,3 +97,11 @@ MEDIA_STORAGE_SOP_INSTANCE_UID = 0x00020003
 PIXEL_DATA = 0x7FE00010
 FLOAT_PIXEL_DATA = 0x7FE00008
 DOUBLE_FLOAT_PIXEL_DATA = 0x7FE00009
+
+# How extracted values travel between the scanner, the store adapter and the catalog: keyword -> the
+# element's values in order. Text VRs (AE, AS, CS, DA, DT, LO, LT, PN, SH, ST, TM, UC, UI, UR, UT) give
+# str, decoded with the dataset's character set and stripped of padding as pydicom strips it; a PN keeps
+# its "Family^Given" components and "=" groups. US, UL, SS, SL, IS give int; DS, FL, FD give float. An
+# element present with an empty value maps to (); an absent element has no key.
+ScalarValue = str | int | float
+AttributeValues = dict[str, tuple[ScalarValue, ...]]
