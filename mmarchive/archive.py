@@ -10,6 +10,7 @@ commit that holds it is durable. Maintenance (verify, gc, reindex) lives in :mod
 from __future__ import annotations
 
 import builtins
+import itertools
 import json
 import logging
 import os
@@ -55,11 +56,11 @@ from mmarchive.pack.reader import read_record
 from mmarchive.readahead import ReadAhead
 from mmarchive.records import ArchiveStats, GcReport, ObjectInfo, VerifyReport
 from mmarchive.store.chunking import Chunker
-from mmarchive.store.chunks import PreparedChunk, content_id, encode_chunk
+from mmarchive.store.chunks import content_id, encode_chunk
 from mmarchive.store.codec import CodecSet
 from mmarchive.store.sources import Source, as_bytes, open_source
 from mmarchive.tiers.local import LocalTier, fsync_directory
-from mmarchive.writepath import IndexView, WritePath
+from mmarchive.writepath import IndexView, PreparedPart, WritePath
 from mmarchive.writerlock import WriterLock
 
 log = logging.getLogger(__name__)
@@ -78,15 +79,34 @@ class PutItem:
     metadata: Mapping[str, Any] | None = None
     group: str | None = None
     name: str | None = None  # how to report the source (a path, "stdin")
+    cuts: tuple[int, ...] = ()  # where the caller cuts a bytes source into separately stored pieces
 
 
-class _Prepared(NamedTuple):
-    """A small object or a chunk, hashed (and compressed unless already known)."""
+class _PartedObject(NamedTuple):
+    """A small object the caller cut into pieces: its id, size, prepared pieces and index view."""
 
-    cid: bytes
-    view: memoryview
-    chunk: PreparedChunk | None
-    seen: IndexView | None = None
+    oid: bytes
+    size: int
+    parts: list[PreparedPart]
+    seen: IndexView
+
+
+# A small object prepared for staging: whole (its one chunk, whose id is the object's) or in pieces.
+_Prepared = PreparedPart | _PartedObject
+
+
+def _pieces(view: memoryview, cuts: tuple[int, ...]) -> list[memoryview]:
+    """``view`` cut at ``cuts`` (sorted offsets within it); empty pieces are dropped."""
+    pieces: list[memoryview] = []
+    start = 0
+    for cut in (*cuts, len(view)):
+        if not isinstance(cut, int) or cut < start or cut > len(view):
+            raise InvalidInputError(f"cuts {cuts!r} must be sorted offsets between 0 and the object's "
+                                    f"size ({len(view)} bytes)")
+        if cut > start:
+            pieces.append(view[start:cut])
+        start = cut
+    return pieces
 
 
 def _check_group(group: str) -> str:
@@ -225,19 +245,25 @@ class Archive:
     # -- writing ----------------------------------------------------------------------------------
 
     def put(self, source: Source, *, tenant: str = DEFAULT_TENANT,
-            metadata: Mapping[str, Any] | None = None, group: str = "") -> ObjectInfo:
+            metadata: Mapping[str, Any] | None = None, group: str = "",
+            cuts: tuple[int, ...] = ()) -> ObjectInfo:
         """Store one object and return once it is durable.
 
         ``source`` is bytes, a binary file object, a path, or an iterable of bytes. ``metadata`` is a
         JSON-serialisable mapping kept with the object; ``group`` keeps objects that age together (a
         study, a series) in the same packs. Storing bytes that the tenant already holds writes nothing
         new and returns ``already_stored=True`` (with new ``metadata``, a new manifest is written).
+
+        ``cuts`` (bytes sources only) are offsets where the caller knows the content changes, such as
+        where a file's header ends and its pixel data begins: each piece between cuts is stored as
+        content of its own (and cut further if large), so the same piece in another object is stored
+        once. The object, its id and what :meth:`get` returns are unchanged by cuts.
         """
         check_tenant(tenant)
         _check_group(group)
         write = self._writer()
         with self._maintenance.shared():
-            info, ticket = self._put_one(source, tenant, group, metadata, name=None)
+            info, ticket = self._put_one(source, tenant, group, metadata, name=None, cuts=cuts)
             write.wait_durable(ticket)
         return info
 
@@ -261,7 +287,7 @@ class Archive:
         max_window = self._worker_count + 2
         # Batches of small objects being prepared on the pool, staged in input order.
         window: deque[tuple[Future[list[_Prepared]], list[PutItem | None]]] = deque()
-        batch_views: list[tuple[memoryview, str]] = []
+        batch_views: list[tuple[memoryview, str, tuple[int, ...]]] = []
         batch_items: list[PutItem | None] = []  # None: a plain source with the call's defaults
         default_meta = _plain_metadata(metadata)
         batch_bytes = 0
@@ -314,11 +340,12 @@ class Archive:
                         _check_group(raw.group)
                     source = raw.source
                     item_tenant = raw.tenant or tenant
+                    cuts = raw.cuts
                 else:
-                    item, source, item_tenant = None, raw, tenant
+                    item, source, item_tenant, cuts = None, raw, tenant, ()
                 view = as_bytes(source)
                 if view is not None and len(view) <= threshold:
-                    batch_views.append((view, item_tenant))
+                    batch_views.append((view, item_tenant, cuts))
                     batch_items.append(item)
                     batch_bytes += len(view)
                     if len(view) >= inline_below:
@@ -333,7 +360,7 @@ class Archive:
                         stage_window_head()
                     item = item or PutItem(source)
                     info, ticket = self._put_one(source, item_tenant, item.group or group,
-                                                 _metadata(item, metadata), name=item.name)
+                                                 _metadata(item, metadata), name=item.name, cuts=cuts)
                     staged(info, ticket)
                 now = time.monotonic()
                 if done and (staged_objects >= cfg_i.commit_objects
@@ -351,47 +378,78 @@ class Archive:
             while done:
                 yield done.popleft()[0]
 
-    def _prepare_many(self, views: list[tuple[memoryview, str]]) -> list[_Prepared]:
+    def _prepare_many(self, views: list[tuple[memoryview, str, tuple[int, ...]]]) -> list[_Prepared]:
         """Hash (and compress unless stored) a batch of small objects, with one index look-up.
 
         Compressing only what is not stored yet makes a resend cost one hash and one look-up.
         """
         write = self._write
         assert write is not None
-        cids = [content_id(view) for view, _tenant in views]
+        if any(cuts for _view, _tenant, cuts in views):
+            return self._prepare_parted(views)
+        cids = [content_id(view) for view, _tenant, _cuts in views]
         seen = write.look_up_many([scoped_key(tenant, cid)
-                                   for cid, (_view, tenant) in zip(cids, views, strict=True)])
+                                   for cid, (_view, tenant, _cuts) in zip(cids, views, strict=True)])
         codecs = self.codecs
-        return [_Prepared(cid, view, None if s.chunk_known else encode_chunk(codecs, cid, view), s)
-                for cid, (view, _tenant), s in zip(cids, views, seen, strict=True)]
+        return [PreparedPart(cid, view, None if s.chunk_known else encode_chunk(codecs, cid, view), s)
+                for cid, (view, _tenant, _cuts), s in zip(cids, views, seen, strict=True)]
 
-    def _prepare_small(self, view: memoryview, tenant: str) -> _Prepared:
-        """Hash a whole small object, and compress it unless the tenant already stores it."""
-        return self._prepare_many([(view, tenant)])[0]
+    def _prepare_parted(self, views: list[tuple[memoryview, str, tuple[int, ...]]]) -> list[_Prepared]:
+        """Like :meth:`_prepare_many`, for a batch in which some objects come cut into pieces."""
+        write = self._write
+        assert write is not None
+        keys: list[bytes] = []
+        plans: list[tuple[bytes, list[tuple[bytes, memoryview]]]] = []
+        for view, tenant, cuts in views:
+            oid = content_id(view)
+            pieces = [(oid, view)] if not cuts else [(content_id(p), p) for p in _pieces(view, cuts)]
+            plans.append((oid, pieces))
+            keys.append(scoped_key(tenant, oid))
+            keys.extend(scoped_key(tenant, cid) for cid, _p in pieces)
+        seen = iter(write.look_up_many(keys))
+        codecs = self.codecs
+        out: list[_Prepared] = []
+        for (view, _tenant, cuts), (oid, pieces) in zip(views, plans, strict=True):
+            seen_object = next(seen)
+            parts = []
+            for cid, piece in pieces:
+                s = next(seen)
+                parts.append(PreparedPart(cid, piece,
+                                          None if s.chunk_known else encode_chunk(codecs, cid, piece), s))
+            out.append(_PartedObject(oid, len(view), parts, seen_object) if cuts else parts[0])
+        return out
 
-    def _prepare_chunk(self, view: memoryview, tenant: str) -> _Prepared:
+    def _prepare_chunk(self, view: memoryview, tenant: str) -> PreparedPart:
         """Hash one chunk of a large object, and compress it unless the tenant already stores it."""
         cid = content_id(view)
         write = self._write
         assert write is not None
         known = write.chunk_known(scoped_key(tenant, cid))
-        return _Prepared(cid, view, None if known else encode_chunk(self.codecs, cid, view))
+        return PreparedPart(cid, view, None if known else encode_chunk(self.codecs, cid, view))
 
     def _stage_small(self, prep: _Prepared, tenant: str, group: str,
                      metadata: dict[str, Any] | None, name: str | None) -> tuple[ObjectInfo, int]:
-        """Stage a prepared one-chunk object; ``metadata`` is already plain (see _plain_metadata)."""
+        """Stage a prepared small object; ``metadata`` is already plain (see _plain_metadata)."""
         write = self._writer()
+        if isinstance(prep, _PartedObject):
+            entry, existed, ticket = write.stage_parted_object(
+                tenant, group, prep.oid, prep.size, prep.parts, self.codecs, metadata, prep.seen)
+            return self._info(tenant, prep.oid, entry, already=existed, source=name), ticket
         entry, existed, ticket = write.stage_whole_object(
             tenant, group, prep.cid, prep.view, prep.chunk, self.codecs, metadata, prep.seen)
         return self._info(tenant, prep.cid, entry, already=existed, source=name), ticket
 
     def _put_one(self, source: Source, tenant: str, group: str,
-                 metadata: Mapping[str, Any] | None, *, name: str | None) -> tuple[ObjectInfo, int]:
+                 metadata: Mapping[str, Any] | None, *, name: str | None,
+                 cuts: tuple[int, ...] = ()) -> tuple[ObjectInfo, int]:
         threshold = self.config.store.chunk_threshold
         view = as_bytes(source)
+        if cuts and view is None:
+            raise InvalidInputError("cuts apply to a bytes source only; read the object into memory "
+                                    "or store it without cuts")
         if view is not None and len(view) <= threshold:
-            return self._stage_small(self._prepare_small(view, tenant), tenant, group,
-                                     _plain_metadata(metadata), name or "bytes")
+            prep = self._prepare_many([(view, tenant, tuple(cuts))])[0]
+            return self._stage_small(prep, tenant, group, _plain_metadata(metadata), name or "bytes")
         close_me = None
         if view is not None:
             stream_desc = name or "bytes"
@@ -402,9 +460,13 @@ class Archive:
             if view is None:
                 head = stream.read(threshold + 1)
                 if len(head) <= threshold:
-                    return self._stage_small(self._prepare_small(memoryview(head), tenant), tenant,
-                                             group, _plain_metadata(metadata), stream_desc)
+                    prep = self._prepare_many([(memoryview(head), tenant, ())])[0]
+                    return self._stage_small(prep, tenant, group, _plain_metadata(metadata), stream_desc)
                 pieces: Iterator[bytes | memoryview] = self.chunker.cut_stream(stream, head)
+            elif cuts:
+                pieces = itertools.chain.from_iterable(
+                    self.chunker.cut_buffer(p) if len(p) > threshold else (p,)
+                    for p in _pieces(view, tuple(cuts)))
             else:
                 pieces = self.chunker.cut_buffer(view)
             # Reading and chunking walk the stream in order on a thread of their own, a few chunks
@@ -421,14 +483,14 @@ class Archive:
         hasher = blake3.blake3()
         chunks: list[tuple[bytes, int]] = []
         size = 0
-        inflight: deque[Future[_Prepared]] = deque()
+        inflight: deque[Future[PreparedPart]] = deque()
         hashing: deque[Future[Any]] = deque()
         pool = self._workers()
         # The whole-object BLAKE3 (the object id) must see the chunks in order: one thread of its own
         # runs it beside the workers that hash and compress each chunk.
         object_hasher = self._object_hasher()
 
-        def stage(prep: _Prepared) -> None:
+        def stage(prep: PreparedPart) -> None:
             write.stage_chunk(tenant, group, prep.cid, prep.view, prep.chunk, self.codecs)
 
         for piece in pieces:

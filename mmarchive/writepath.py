@@ -104,6 +104,19 @@ class IndexView(NamedTuple):
     chunk_known: bool
 
 
+class PreparedPart(NamedTuple):
+    """One chunk of an object being staged: its id, plaintext, prepared record and index view.
+
+    ``chunk`` is None when the caller found the chunk stored; ``seen`` is what the index held for its
+    key when the caller looked (None: not looked up).
+    """
+
+    cid: bytes
+    view: memoryview
+    chunk: PreparedChunk | None
+    seen: IndexView | None = None
+
+
 @dataclass
 class _ActivePack:
     writer: PackWriter
@@ -343,6 +356,44 @@ class WritePath:
                 self._stage_new_chunk(tenant, group, key, oid, prepared)
             return self._stage_manifest(tenant, group, key, oid, len(data), metadata,
                                         [(oid, len(data))] if len(data) else [], prev)
+
+    def stage_parted_object(self, tenant: str, group: str, oid: bytes, size: int,
+                            parts: list[PreparedPart], codecs: CodecSet,
+                            metadata: dict[str, Any] | None,
+                            seen: IndexView | None = None) -> tuple[ObjectEntry, bool, int]:
+        """Stage an object made of the given chunks, in order (the caller chose where they are cut).
+
+        ``seen`` is the index's view of the object's own key, used if it is still current. Chunks
+        already stored or staged are referenced, not written again; an object already stored with the
+        same metadata stages nothing.
+        """
+        key = scoped_key(tenant, oid)
+        with self._lock:
+            self._check_usable()
+            pending = self._pending_objects.get(key)
+            if pending is not None:
+                prev: ObjectEntry | None = pending[0]
+            else:
+                if seen is None or seen.generation != self._generation:
+                    seen = self.look_up_many([key])[0]
+                prev = ObjectEntry.decode(seen.object_raw) if seen.object_raw is not None else None
+            unchanged = prev is not None and prev.live and (
+                metadata is None or encode_metadata(metadata) == prev.metadata_json)
+            if not unchanged:
+                for part in parts:
+                    pkey = scoped_key(tenant, part.cid)
+                    if pkey in self._pending_chunks:
+                        continue
+                    if part.seen is not None and part.seen.generation == self._generation:
+                        if part.seen.chunk_known:
+                            continue
+                    elif self.chunk_known(pkey):
+                        continue
+                    prepared = part.chunk if part.chunk is not None else encode_chunk(codecs, part.cid,
+                                                                                     part.view)
+                    self._stage_new_chunk(tenant, group, pkey, part.cid, prepared)
+            return self._stage_manifest(tenant, group, key, oid, size, metadata,
+                                        [(part.cid, len(part.view)) for part in parts], prev)
 
     def stage_chunk(self, tenant: str, group: str, cid: bytes, data: bytes | bytearray | memoryview,
                     chunk: PreparedChunk | None, codecs: CodecSet) -> None:

@@ -53,6 +53,19 @@ class ArchiveMachine(RuleBasedStateMachine):
             self.meta[key] = meta or {}
         return key
 
+    @rule(target=ids, tenant=TENANTS, blocks=st.lists(st.sampled_from(BLOCKS), min_size=1, max_size=6),
+          head=st.binary(max_size=50))
+    def put_cut(self, tenant: str, blocks: list[bytes], head: bytes) -> tuple[str, str]:
+        """An object cut by the caller at its block edges: the blocks are shared pieces."""
+        data = head + b"".join(blocks)
+        cuts = tuple(len(head) + sum(len(b) for b in blocks[:i]) for i in range(len(blocks)))
+        info = self.archive.put(data, tenant=tenant, cuts=cuts)
+        key = (tenant, info.id)
+        assert info.already_stored == (key in self.model)
+        self.model[key] = data
+        self.meta.setdefault(key, {})
+        return key
+
     @rule(tenant=TENANTS, batch=st.lists(PAYLOADS, max_size=8))
     def put_many(self, tenant: str, batch: list[bytes]) -> None:
         infos = list(self.archive.put_many(batch, tenant=tenant))

@@ -10,11 +10,11 @@ require at each level; attributes computed by the catalog (counts, modalities in
 
 from __future__ import annotations
 
-from enum import Enum
+from enum import StrEnum
 from typing import NamedTuple
 
 
-class Level(str, Enum):
+class Level(StrEnum):
     """A level of the DICOM information model, as QIDO-RS and C-FIND name them."""
 
     PATIENT = "patient"
