@@ -18,6 +18,11 @@ extensions = [
         ["native/byteshuffle.pyx"],
         extra_compile_args=["-O3"],
     ),
+    Extension(
+        "mmarchive._native.dicomscan",
+        ["native/dicomscan.pyx"],
+        extra_compile_args=["-O3"],
+    ),
 ]
 
 setup(
