@@ -56,7 +56,7 @@ from mmarchive.pack.reader import read_record
 from mmarchive.readahead import ReadAhead
 from mmarchive.records import ArchiveStats, GcReport, ObjectInfo, VerifyReport
 from mmarchive.store.chunking import Chunker
-from mmarchive.store.chunks import content_id, encode_chunk
+from mmarchive.store.chunks import PreparedChunk, content_id, encode_chunk, encode_small_chunks
 from mmarchive.store.codec import CodecSet
 from mmarchive.store.sources import Source, as_bytes, open_source
 from mmarchive.tiers.local import LocalTier, fsync_directory
@@ -303,14 +303,7 @@ class Archive:
             if batch_parallel:
                 window.append((pool.submit(self._prepare_many, batch_views), batch_items))
             else:
-                # Only small objects: prepare them here. Handing a few microseconds of work per
-                # object to another thread costs more in GIL hand-offs than it saves.
-                while window:
-                    stage_window_head()
-                prepared: Future[list[_Prepared]] = Future()
-                prepared.set_result(self._prepare_many(batch_views))
-                window.append((prepared, batch_items))
-                stage_window_head()
+                window.append((self._prepare_small_batch(batch_views, pool), batch_items))
             batch_views, batch_items, batch_bytes, batch_parallel = [], [], 0, False
 
         def staged(info: ObjectInfo, ticket: int) -> None:
@@ -394,23 +387,58 @@ class Archive:
         return [PreparedPart(cid, view, None if s.chunk_known else encode_chunk(codecs, cid, view), s)
                 for cid, (view, _tenant, _cuts), s in zip(cids, views, seen, strict=True)]
 
+    def _prepare_small_batch(self, views: list[tuple[memoryview, str, tuple[int, ...]]],
+                             pool: ThreadPoolExecutor) -> Future[list[_Prepared]]:
+        """Prepare a batch of objects under ``parallel_threshold``: compression on the pool.
+
+        Hashing and the index look-up take microseconds per object and run here; handing each to
+        another thread would cost more in GIL hand-offs than it saves. Compression is most of the
+        work, and zstd does the whole batch in one call without the GIL, so it runs on the pool
+        while this thread stages the batches before it.
+        """
+        write = self._write
+        assert write is not None
+        done: Future[list[_Prepared]] = Future()
+        if any(cuts for _view, _tenant, cuts in views):
+            done.set_result(self._prepare_many(views))
+            return done
+        cids = [content_id(view) for view, _tenant, _cuts in views]
+        seen = write.look_up_many([scoped_key(tenant, cid)
+                                   for cid, (_view, tenant, _cuts) in zip(cids, views, strict=True)])
+        new = [i for i, s in enumerate(seen) if not s.chunk_known]
+        if not new or self.codecs.mode == "none":
+            done.set_result(self._prepared_parts(cids, views, seen, new))
+            return done
+        return pool.submit(self._prepared_parts, cids, views, seen, new)
+
+    def _prepared_parts(self, cids: list[bytes], views: list[tuple[memoryview, str, tuple[int, ...]]],
+                        seen: list[IndexView], new: list[int]) -> list[_Prepared]:
+        chunks: list[PreparedChunk | None] = [None] * len(views)
+        encoded = encode_small_chunks(self.codecs, [cids[i] for i in new], [views[i][0] for i in new])
+        for i, chunk in zip(new, encoded, strict=True):
+            chunks[i] = chunk
+        return [PreparedPart(cid, view, chunk, s)
+                for cid, (view, _tenant, _cuts), chunk, s in zip(cids, views, chunks, seen, strict=True)]
+
     def _prepare_parted(self, views: list[tuple[memoryview, str, tuple[int, ...]]]) -> list[_Prepared]:
         """Like :meth:`_prepare_many`, for a batch in which some objects come cut into pieces."""
         write = self._write
         assert write is not None
-        keys: list[bytes] = []
+        object_keys: list[bytes] = []
+        piece_keys: list[bytes] = []
         plans: list[tuple[bytes, list[tuple[bytes, memoryview]]]] = []
         for view, tenant, cuts in views:
             oid = content_id(view)
             pieces = [(oid, view)] if not cuts else [(content_id(p), p) for p in _pieces(view, cuts)]
             plans.append((oid, pieces))
-            keys.append(scoped_key(tenant, oid))
-            keys.extend(scoped_key(tenant, cid) for cid, _p in pieces)
-        seen = iter(write.look_up_many(keys))
+            object_keys.append(scoped_key(tenant, oid))
+            piece_keys.extend(scoped_key(tenant, cid) for cid, _p in pieces)
+        objects_seen = write.look_up_many(object_keys)
+        seen = iter(write.look_up_many(piece_keys))
         codecs = self.codecs
         out: list[_Prepared] = []
-        for (view, _tenant, cuts), (oid, pieces) in zip(views, plans, strict=True):
-            seen_object = next(seen)
+        for (view, _tenant, cuts), (oid, pieces), seen_object in zip(views, plans, objects_seen,
+                                                                     strict=True):
             parts = []
             for cid, piece in pieces:
                 s = next(seen)

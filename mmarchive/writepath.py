@@ -317,11 +317,12 @@ class WritePath:
             return txn.get(key, db=self.index.db(DB_CHUNKS)) is not None
 
     def look_up_many(self, keys: list[bytes]) -> list[IndexView]:
-        """What the index holds for one-chunk objects' keys (object entry, chunk known), and when.
+        """What the index holds for objects' keys (object entry, chunk of that id known), and when.
 
         One read transaction for all keys, taken before staging so that the staging thread need not
         query the index itself; see :class:`IndexView` for why an answer stays usable until the next
-        commit completes.
+        commit completes. (Both databases are read: an object stored in pieces has no chunk of its
+        own id, so a missing chunk does not tell that the object is missing.)
         """
         generation = self._generation
         db_o, db_c = self.index.db(DB_OBJECTS), self.index.db(DB_CHUNKS)

@@ -57,6 +57,20 @@ def test_uncut_then_cut_share_nothing_but_are_both_whole(archive: Archive) -> No
     assert archive.get(a.id) == data
 
 
+def test_cut_then_uncut_is_already_stored(archive: Archive) -> None:
+    data, cuts = _file(b"h" * 100, os.urandom(3000))
+    a = archive.put(data, cuts=cuts)
+    before = archive.stats()
+    b = archive.put(data)
+    (c,) = archive.put_many([data])
+    assert a.id == b.id == c.id and b.already_stored and c.already_stored
+    assert archive.stats() == before
+    archive.delete(a.id)
+    archive.gc(repack_below=1.0)
+    assert archive.stats().unique_bytes == 0
+    assert archive.verify().ok
+
+
 def test_put_many_mixes_cut_and_whole_objects_and_resends_cost_nothing(archive: Archive) -> None:
     pixels = os.urandom(9000)
     items = []

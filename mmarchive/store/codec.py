@@ -70,6 +70,29 @@ class CodecSet:
             return Codec.RAW, data
         return codec, stored
 
+    def encode_small_many(self, datas: list[memoryview]) -> list[tuple[int, bytes | memoryview]]:
+        """Like :meth:`encode` for many records each under 128 KiB, in one call free of the GIL.
+
+        zstd compresses the whole batch in one C call (the same frames :meth:`encode` writes), so a
+        worker thread compressing small records does not wait for the GIL between records.
+        """
+        if self.mode == "none":
+            return [(Codec.RAW, d) for d in datas]
+        assert all(len(d) < _SAMPLED_FROM for d in datas)
+        worth: list[bytes | bytearray | memoryview] = [d for d in datas if len(d) >= _MIN_COMPRESS]
+        frames = iter(self._compressor().multi_compress_to_buffer(worth, threads=1) if worth else ())
+        out: list[tuple[int, bytes | memoryview]] = []
+        for d in datas:
+            if len(d) < _MIN_COMPRESS:
+                out.append((Codec.RAW, d))
+                continue
+            frame = next(frames)
+            if len(frame) >= len(d) * _KEEP_IF_BELOW:
+                out.append((Codec.RAW, d))
+            else:
+                out.append((Codec.ZSTD, frame.tobytes()))
+        return out
+
     def decode(self, codec: int, stored: bytes, raw_len: int, *, where: str) -> bytes:
         """Return the plaintext of a record; raise IntegrityError if it does not decode exactly."""
         if codec == Codec.RAW:

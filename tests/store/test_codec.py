@@ -71,3 +71,17 @@ def test_damaged_compressed_record_is_refused() -> None:
         codecs.decode(codec, bytes(stored), 199_998, where="pack p")
     with pytest.raises(IntegrityError):
         codecs.decode(Codec.RAW, b"abc", 4, where="pack p")
+
+
+@pytest.mark.parametrize("mode", ["auto", "zstd", "none"])
+@given(datas=st.lists(st.one_of(st.binary(max_size=3000),
+                                st.binary(min_size=1, max_size=40).map(lambda b: b * 200)),
+                      max_size=12))
+def test_batch_encoding_of_small_records_matches_one_by_one(mode: str, datas: list[bytes]) -> None:
+    codecs = CodecSet(mode, 3)
+    views = [memoryview(d) for d in datas]
+    batch = codecs.encode_small_many(views)
+    one_by_one = [codecs.encode(v) for v in views]
+    assert [(c, bytes(s)) for c, s in batch] == [(c, bytes(s)) for c, s in one_by_one]
+    for (codec, stored), data in zip(batch, datas, strict=True):
+        assert codecs.decode(codec, bytes(stored), len(data), where="test") == data
