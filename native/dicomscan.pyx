@@ -327,7 +327,7 @@ cdef object _decode_value(int decoding, const uint8_t *p, Py_ssize_t start, Py_s
         out = []
         for item in s.split("\\"):
             items = item.split("=")
-            while items and not items[-1]:
+            while items and not items[len(items) - 1]:
                 items.pop()
             out.append("=".join(items))
         return _single_or_empty(out)

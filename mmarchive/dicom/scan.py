@@ -169,7 +169,10 @@ def describe_with_pydicom(buf: bytes | bytearray | memoryview) -> ScannedInstanc
                 _check_not_truncated(ds, len(data))
             pixel = None if deflated else _pixel_location(ds, data)
             dataset_offset = _file_meta_end(data, 132 if has_prefix else 0)
-    except DicomInputError:
+    except DicomInputError as e:
+        if not has_prefix:
+            raise DicomInputError(f"not a DICOM file: no 'DICM' prefix and no readable dataset ({e}); check "
+                                  "the file") from e
         raise
     except Exception as e:
         if not has_prefix:
@@ -179,6 +182,10 @@ def describe_with_pydicom(buf: bytes | bytearray | memoryview) -> ScannedInstanc
         raise DicomInputError(
             f"malformed DICOM file: pydicom cannot read it ({type(e).__name__}: {e}); check the file "
             "or re-export it from its source") from e
+    if has_prefix and not ds.keys() and dataset_offset < len(data):
+        raise DicomInputError(
+            f"malformed or truncated DICOM file: no element could be read after the file meta (offset "
+            f"{dataset_offset} of {len(data)} bytes); send the complete file or re-export it")
     if not has_prefix and not any(values.get(k) for k in REQUIRED_IDENTIFIERS):
         raise DicomInputError("not a DICOM file: no 'DICM' prefix and no readable dataset (no SOP, study "
                               "or series UID found); check the file")
