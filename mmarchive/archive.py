@@ -30,6 +30,7 @@ from mmarchive.config import CONFIG_FILE, ArchiveConfig
 from mmarchive.errors import ArchiveStateError, IntegrityError, InvalidInputError, NotFoundError
 from mmarchive.index.env import IndexEnv, SharedExclusiveLock
 from mmarchive.index.schema import (
+    DB_CHANGES,
     DB_CHUNKS,
     DB_META,
     DB_OBJECTS,
@@ -42,9 +43,11 @@ from mmarchive.index.schema import (
     ObjectEntry,
     PackEntry,
     TenantTotals,
+    change_key,
     check_tenant,
     parse_object_id,
     scoped_key,
+    split_scoped_key,
     tenant_prefix,
 )
 from mmarchive.maintenance.gc import collect_garbage
@@ -54,7 +57,7 @@ from mmarchive.objectio import ObjectReader
 from mmarchive.pack.format import RecordKind, pack_name
 from mmarchive.pack.reader import read_record
 from mmarchive.readahead import ReadAhead
-from mmarchive.records import ArchiveStats, GcReport, ObjectInfo, VerifyReport
+from mmarchive.records import ArchiveStats, GcReport, ObjectChange, ObjectInfo, VerifyReport
 from mmarchive.store.chunking import Chunker
 from mmarchive.store.chunks import PreparedChunk, content_id, encode_chunk, encode_small_chunks
 from mmarchive.store.codec import CodecSet
@@ -127,12 +130,13 @@ class Archive:
         if not readonly:
             self._lock = WriterLock(path / "lock")
             self._lock.acquire()
+        index: IndexEnv | None = None
         try:
             self.tier = LocalTier(path / "packs")
             self.codecs = CodecSet(config.store.compression, config.store.zstd_level)
             self.chunker = Chunker(config.store)
             lost = recover_index_directory(path / "index", self.tier, readonly=readonly)
-            self.index = IndexEnv(path / "index", config.index, readonly=readonly)
+            self.index = index = IndexEnv(path / "index", config.index, readonly=readonly)
             if lost:
                 log.warning("the index of %s was missing; rebuilding it from the packs", path)
                 rebuild_index(self)
@@ -141,6 +145,8 @@ class Archive:
             if not readonly:
                 self._write = WritePath(self.index, self.tier, config.store)
         except BaseException:
+            if index is not None:
+                index.close()
             if self._lock is not None:
                 self._lock.release()
             raise
@@ -187,14 +193,33 @@ class Archive:
     def _check_identity(self) -> None:
         with self.index.read() as txn:
             aid = txn.get(META_ARCHIVE_ID, db=self.index.db(DB_META))
+            schema = txn.get(META_SCHEMA, db=self.index.db(DB_META))
         if aid is None and not self.readonly:
             def init(txn: Any) -> None:
                 txn.put(META_ARCHIVE_ID, self.config.archive_id.encode(), db=self.index.db(DB_META))
                 txn.put(META_SCHEMA, str(SCHEMA_VERSION).encode(), db=self.index.db(DB_META))
             self.index.write(init)
-        elif aid is not None and aid.decode() != self.config.archive_id:
+            return
+        if aid is not None and aid.decode() != self.config.archive_id:
             raise IntegrityError(f"the index in {self.path} belongs to archive {aid.decode()}, not "
                                  f"{self.config.archive_id}; rebuild it with `mmarchive reindex`")
+        if schema is not None and int(schema) > SCHEMA_VERSION:
+            raise ArchiveStateError(f"the index in {self.path} has schema {int(schema)}, newer than this "
+                                    f"mmarchive reads ({SCHEMA_VERSION}); upgrade mmarchive")
+        if schema == b"1":
+            if self.readonly:
+                raise ArchiveStateError(f"the index in {self.path} predates the change feed (schema 1); "
+                                        "open the archive for writing once to upgrade it")
+            db_o, db_ch, db_m = (self.index.db(DB_OBJECTS), self.index.db(DB_CHANGES),
+                                 self.index.db(DB_META))
+
+            def add_change_feed(txn: Any) -> None:
+                for key, value in txn.cursor(db=db_o):
+                    tenant, oid = split_scoped_key(key)
+                    txn.put(change_key(tenant, ObjectEntry.decode(value).seq), oid, db=db_ch)
+                txn.put(META_SCHEMA, str(SCHEMA_VERSION).encode(), db=db_m)
+            self.index.write(add_change_feed)
+            log.info("upgraded the index in %s to schema %d (change feed)", self.path, SCHEMA_VERSION)
 
     def close(self) -> None:
         """Commit what is staged, release the writer lock and close everything. Idempotent."""
@@ -659,6 +684,36 @@ class Archive:
             skip_first = True
             if len(page) < _LIST_PAGE:
                 return
+
+    def changes(self, *, tenant: str = DEFAULT_TENANT, after: int = 0,
+                limit: int = 1000) -> builtins.list[ObjectChange]:
+        """The tenant's objects changed (stored, re-stored with new metadata, deleted) after ``after``.
+
+        In seq order, at most ``limit``. Each object appears once, at its latest change, so a
+        consumer that keeps the last ``seq`` it handled and asks again from there sees every object
+        in its current state (a layer's own index, a replica); deleted objects appear until gc
+        forgets them.
+        """
+        check_tenant(tenant)
+        if after < 0 or limit < 1:
+            raise InvalidInputError(f"changes: after must be >= 0 and limit >= 1 (got {after}, {limit})")
+        prefix = tenant_prefix(tenant)
+        out: builtins.list[ObjectChange] = []
+        with self.index.read() as txn:
+            cur = txn.cursor(db=self.index.db(DB_CHANGES))
+            db_o = self.index.db(DB_OBJECTS)
+            if cur.set_range(change_key(tenant, after + 1)):
+                for key, oid in cur:
+                    if not key.startswith(prefix) or len(out) >= limit:
+                        break
+                    raw = txn.get(prefix + oid, db=db_o)
+                    if raw is None:
+                        raise IntegrityError(f"the change feed of tenant {tenant!r} names object "
+                                             f"{oid.hex()}, which the index lacks; run `mmarchive reindex`")
+                    e = ObjectEntry.decode(raw)
+                    out.append(ObjectChange(e.seq, tenant, oid.hex(), e.live, e.size, e.created_ns,
+                                            e.metadata))
+        return out
 
     def tenants(self) -> builtins.list[str]:
         with self.index.read() as txn:

@@ -32,6 +32,18 @@ class ObjectInfo(NamedTuple):
         return d
 
 
+class ObjectChange(NamedTuple):
+    """One entry of a tenant's change feed: an object's latest change and its state now."""
+
+    seq: int  # archive-wide, increasing; the feed holds each object once, at its latest change
+    tenant: str
+    id: str
+    live: bool  # False: the object was deleted
+    size: int
+    created_ns: int  # when the change was made
+    metadata: Mapping[str, Any]
+
+
 @dataclass(frozen=True)
 class ArchiveStats:
     """Totals of one tenant, or of the whole archive when ``tenant`` is None."""

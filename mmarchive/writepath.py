@@ -30,6 +30,7 @@ from mmarchive.config import StoreConfig
 from mmarchive.errors import ArchiveStateError, IntegrityError, StorageError
 from mmarchive.index.env import IndexEnv
 from mmarchive.index.schema import (
+    DB_CHANGES,
     DB_CHUNKS,
     DB_META,
     DB_OBJECTS,
@@ -45,6 +46,7 @@ from mmarchive.index.schema import (
     PackEntry,
     RecordLocation,
     TenantTotals,
+    change_key,
     scoped_key,
     split_scoped_key,
 )
@@ -604,6 +606,7 @@ class WritePath:
         """
         db_o, db_c = self.index.db(DB_OBJECTS), self.index.db(DB_CHUNKS)
         db_p, db_t = self.index.db(DB_PACKS), self.index.db(DB_TENANTS)
+        db_ch = self.index.db(DB_CHANGES)
         live: dict[bytes, int] = {}
         records: dict[bytes, int] = {}
         # tenant -> [objects, logical bytes, chunks, unique bytes, stored bytes] deltas
@@ -659,8 +662,11 @@ class WritePath:
             if t is None:
                 t = totals[tenant] = [0, 0, 0, 0, 0]
             prev_raw = txn.replace(key, entry.encode(), db=db_o)
+            # The change feed holds each object once, under the seq of its latest change.
+            txn.put(change_key(tenant, entry.seq), key[len(tenant) + 1:], db=db_ch)
             if prev_raw is not None:
                 prev = ObjectEntry.decode(prev_raw)
+                txn.delete(change_key(tenant, prev.seq), db=db_ch)
                 prev_loc = prev.record
                 live[prev_loc.pack] = live.get(prev_loc.pack, 0) - hdr - prev_loc.stored_len
                 if prev.state == STATE_LIVE:

@@ -16,14 +16,15 @@ from typing import Any, NamedTuple
 from mmarchive.errors import InvalidInputError
 from mmarchive.pack.format import ID_LEN, PACK_ID_LEN
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: the change feed (DB_CHANGES)
 
 DB_OBJECTS = b"objects"
 DB_CHUNKS = b"chunks"
 DB_PACKS = b"packs"
 DB_TENANTS = b"tenants"
 DB_META = b"meta"
-ALL_DBS = (DB_OBJECTS, DB_CHUNKS, DB_PACKS, DB_TENANTS, DB_META)
+DB_CHANGES = b"changes"
+ALL_DBS = (DB_OBJECTS, DB_CHUNKS, DB_PACKS, DB_TENANTS, DB_META, DB_CHANGES)
 
 META_SCHEMA = b"schema"
 META_SEQ = b"seq"
@@ -46,6 +47,11 @@ def tenant_prefix(tenant: str) -> bytes:
 
 def scoped_key(tenant: str, ident: bytes) -> bytes:
     return tenant.encode() + b"\x00" + ident
+
+
+def change_key(tenant: str, seq: int) -> bytes:
+    """The key of an object's entry in the change feed: the tenant, then its seq (big-endian u64)."""
+    return tenant.encode() + b"\x00" + seq.to_bytes(8, "big")
 
 
 def split_scoped_key(key: bytes) -> tuple[str, bytes]:

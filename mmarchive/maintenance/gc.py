@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 from mmarchive.errors import IntegrityError
 from mmarchive.index.schema import (
+    DB_CHANGES,
     DB_CHUNKS,
     DB_OBJECTS,
     DB_PACKS,
@@ -26,6 +27,7 @@ from mmarchive.index.schema import (
     ObjectEntry,
     PackEntry,
     RecordLocation,
+    change_key,
     split_scoped_key,
 )
 from mmarchive.pack.format import (
@@ -228,9 +230,10 @@ def _drop_unneeded_tombstones(archive: Archive) -> None:
         return
 
     def apply(txn: Any) -> None:
-        db_o, db_p = index.db(DB_OBJECTS), index.db(DB_PACKS)
+        db_o, db_p, db_ch = index.db(DB_OBJECTS), index.db(DB_PACKS), index.db(DB_CHANGES)
         for key, o in drop:
             txn.delete(key, db=db_o)
+            txn.delete(change_key(split_scoped_key(key)[0], o.seq), db=db_ch)
             p = PackEntry.decode(txn.get(o.record.pack, db=db_p))
             txn.put(o.record.pack, replace(
                 p, live_bytes=p.live_bytes - RECORD_HEADER_LEN - o.record.stored_len).encode(), db=db_p)

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 from mmarchive.errors import IntegrityError, NotFoundError
 from mmarchive.index.env import IndexEnv
 from mmarchive.index.schema import (
+    DB_CHANGES,
     DB_CHUNKS,
     DB_META,
     DB_OBJECTS,
@@ -35,6 +36,7 @@ from mmarchive.index.schema import (
     PackEntry,
     RecordLocation,
     TenantTotals,
+    change_key,
     scoped_key,
     split_scoped_key,
 )
@@ -165,6 +167,8 @@ def rebuild_index(archive: Archive, *, progress: Callable[[int, int], None] | No
     def build(txn: Any, env: IndexEnv) -> None:
         for key, entry in objects:
             txn.put(key, entry.encode(), db=env.db(DB_OBJECTS))
+            tenant, oid = split_scoped_key(key)
+            txn.put(change_key(tenant, entry.seq), oid, db=env.db(DB_CHANGES))
         for key, (loc, raw_len, codec) in chunks.items():
             n = refs.get(key, 0)
             txn.put(key, ChunkEntry(loc, raw_len, codec, n).encode(), db=env.db(DB_CHUNKS))

@@ -17,12 +17,14 @@ import blake3
 
 from mmarchive.errors import IntegrityError
 from mmarchive.index.schema import (
+    DB_CHANGES,
     DB_CHUNKS,
     DB_OBJECTS,
     DB_PACKS,
     ChunkEntry,
     ObjectEntry,
     PackEntry,
+    change_key,
     scoped_key,
     split_scoped_key,
 )
@@ -102,10 +104,13 @@ def verify_archive(archive: Archive, *, progress: Callable[[int, int], None] | N
                 tenant, cid = split_scoped_key(key)
                 report.damaged.append(f"chunk {cid.hex()} (tenant {tenant}) is not intact at pack "
                                       f"{pack_name(chunk.record.pack)} offset {chunk.record.offset}")
-        chunk_db = index.db(DB_CHUNKS)
+        chunk_db, changes_db = index.db(DB_CHUNKS), index.db(DB_CHANGES)
         for key, value in txn.cursor(db=index.db(DB_OBJECTS)):
             obj = ObjectEntry.decode(value)
             tenant, oid = split_scoped_key(key)
+            if txn.get(change_key(tenant, obj.seq), db=changes_db) != oid:
+                report.missing.append(f"the change feed of tenant {tenant} lacks object {oid.hex()} at "
+                                      f"seq {obj.seq}; run `mmarchive reindex`")
             seen = good.get((obj.record.pack, obj.record.offset))
             want = RecordKind.MANIFEST if obj.live else RecordKind.TOMBSTONE
             problem = None
