@@ -9,13 +9,16 @@ whatever it does not handle); :func:`describe_with_pydicom` is the reference and
 normalised to the same value model); :func:`describe` tries the first and falls back to the second, and
 raises :class:`DicomInputError` for bytes the archive cannot accept as a DICOM instance. Both paths give
 the same answer on every file the native scanner accepts (tests/dicom/test_scan.py checks this on every
-test file). pydicom's warnings are silenced while it reads (``warnings.catch_warnings``, which is
-process-wide: a warning another thread raises at that moment may be silenced too).
+test file). pydicom's warnings and log records are silenced while it reads (log records per thread; warnings
+with ``warnings.catch_warnings``, which is process-wide: a warning another thread raises meanwhile may be
+silenced too).
 """
 
 from __future__ import annotations
 
+import logging
 import struct
+import threading
 import warnings
 from io import BytesIO
 from typing import Final, Literal, NamedTuple
@@ -60,6 +63,22 @@ _INTEGER_VRS: Final = frozenset({"IS", "US", "SS", "UL", "SL", "UV", "SV"})
 _FLOAT_VRS: Final = frozenset({"DS", "FL", "FD"})
 
 _SCANNER: Final = dicomscan.Scanner((a.keyword, a.tag, a.vr) for a in INDEXED)
+
+
+class _QuietWhileReading(logging.Filter):
+    """Drops pydicom's log records (it logs each warning too) emitted by a thread inside
+    :func:`describe_with_pydicom`; other threads' records pass."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.reading = threading.local()
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not getattr(self.reading, "active", False)
+
+
+_QUIET = _QuietWhileReading()
+logging.getLogger("pydicom").addFilter(_QUIET)
 
 
 class PixelDataLocation(NamedTuple):
@@ -158,6 +177,7 @@ def describe_with_pydicom(buf: bytes | bytearray | memoryview) -> ScannedInstanc
     data = bytes(buf)
     has_prefix = len(data) >= 132 and data[128:132] == b"DICM"
     # pydicom is a third-party parser fed untrusted bytes: whatever it raises means "cannot read this".
+    _QUIET.reading.active = True
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
@@ -182,6 +202,8 @@ def describe_with_pydicom(buf: bytes | bytearray | memoryview) -> ScannedInstanc
         raise DicomInputError(
             f"malformed DICOM file: pydicom cannot read it ({type(e).__name__}: {e}); check the file "
             "or re-export it from its source") from e
+    finally:
+        _QUIET.reading.active = False
     if has_prefix and not ds.keys() and dataset_offset < len(data):
         raise DicomInputError(
             f"malformed or truncated DICOM file: no element could be read after the file meta (offset "
