@@ -451,9 +451,14 @@ def _group_by_group_test(
     return grouped
 
 
-def compile_constraint(keyword: str, text: str, *, fuzzy: bool = False) -> CompiledConstraint | None:
-    """Parse one constraint; None when it is universal matching (constrains nothing)."""
-    attribute = resolve_keyword(keyword)
+def compile_constraint(keyword: str | Attribute, text: str, *,
+                       fuzzy: bool = False) -> CompiledConstraint | None:
+    """Parse one constraint; None when it is universal matching (constrains nothing).
+
+    ``keyword`` names a queryable attribute, or is an :class:`Attribute` (for attributes outside the
+    catalog's tables, such as a DT one).
+    """
+    attribute = keyword if isinstance(keyword, Attribute) else resolve_keyword(keyword)
     if not isinstance(text, str):
         raise InvalidInputError(
             f"{attribute.keyword}: the constraint must be text, not {type(text).__name__}")
