@@ -4,7 +4,8 @@ The project keeps Cython only where a per-byte loop is hot and the gain is measu
 measures, on the run's CT set, the gear-hash chunker (native, against the plain-Python reference in
 tests/store/cdc_reference.py on a small slice: it is that slow) and the 16-bit byte shuffle and
 unshuffle (native, against numpy's strided transpose, the previous implementation). Each row's limit is
-the plain implementation, so the ratio is the speed-up.
+the plain implementation, so the ratio is the speed-up. The DICOM row times describing a CT-like Part 10
+file (each CT slice wrapped in a realistic CT header): the native scanner against pydicom, per file.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from collections.abc import Callable
 
 import numpy as np
 
+from benchmarks.archive_timing import target_note
 from benchmarks.harness import BenchmarkContext, BenchmarkGroup
 from benchmarks.results import MIB, ResultRow
 from mmarchive._native import byteshuffle
@@ -21,6 +23,8 @@ from mmarchive.config import StoreConfig
 from mmarchive.store.chunking import Chunker
 
 GROUP_NAME = "native"
+DESCRIBE_TARGET_US = 10.0
+"""The native scan of a 0.5 MiB CT file should cost a few microseconds (it never reads pixel bytes)."""
 
 
 def _numpy_shuffle2(data: bytes) -> bytes:
@@ -81,11 +85,120 @@ def run_native(context: BenchmarkContext) -> list[ResultRow]:
         limit_name="gear-hash chunking, plain Python (4 MiB sample)",
         limit_value=_throughput(plain_cut, (sample,), 1) / MIB,
         note="ratio = speed-up over the plain reference"))
+    rows.append(describe_row(context))
     return rows
+
+
+def ct_part10(pixels: bytes, index: int) -> bytes:
+    """A CT image storage file around one 512x512 uint16 slice, with a header like a scanner's."""
+    from io import BytesIO
+
+    import pydicom
+    from pydicom.dataset import Dataset, FileMetaDataset
+    from pydicom.sequence import Sequence
+    from pydicom.uid import UID, CTImageStorage, ExplicitVRLittleEndian
+
+    root = "1.2.826.0.1.3680043.9.7133"
+    study, series = f"{root}.1.20240611.1", f"{root}.2.20240611.1.3"
+    instance = f"{root}.3.20240611.1.3.{index + 1}"
+    meta = FileMetaDataset()
+    meta.MediaStorageSOPClassUID = CTImageStorage
+    meta.MediaStorageSOPInstanceUID = UID(instance)
+    meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    meta.ImplementationClassUID = UID(f"{root}.99")
+    meta.ImplementationVersionName = "MMARCHIVE_BENCH"
+    ds = Dataset()
+    ds.file_meta = meta
+    ds.SpecificCharacterSet = "ISO_IR 100"
+    ds.ImageType = ["ORIGINAL", "PRIMARY", "AXIAL"]
+    ds.InstanceCreationDate, ds.InstanceCreationTime = "20240611", "101530.123456"
+    ds.SOPClassUID, ds.SOPInstanceUID = CTImageStorage, instance
+    ds.StudyDate = ds.SeriesDate = ds.AcquisitionDate = ds.ContentDate = "20240611"
+    ds.StudyTime, ds.SeriesTime = "100512.000000", "101002.000000"
+    ds.AcquisitionTime = ds.ContentTime = f"1010{index % 60:02d}.500000"
+    ds.AccessionNumber = "A20240611-0042"
+    ds.Modality = "CT"
+    ds.Manufacturer, ds.ManufacturerModelName = "Example Medical", "Tomograph 128"
+    ds.InstitutionName, ds.StationName = "Regional Hospital", "CT01"
+    ds.ReferringPhysicianName = "Müller^Anna^^Dr."
+    ds.StudyDescription, ds.SeriesDescription = "CT THORAX ABDOMEN", "Thorax 1.0 B30f"
+    ds.ProcedureCodeSequence = Sequence([Dataset()])
+    ds.ProcedureCodeSequence[0].CodeValue = "CTTHAB"
+    ds.ProcedureCodeSequence[0].CodingSchemeDesignator = "99LOCAL"
+    ds.ProcedureCodeSequence[0].CodeMeaning = "CT thorax and abdomen with contrast"
+    ds.PatientName, ds.PatientID = "Doe^Jane", "PID-0012345"
+    ds.IssuerOfPatientID = "HOSP-A"
+    ds.PatientBirthDate, ds.PatientSex, ds.PatientAge = "19610305", "F", "063Y"
+    ds.BodyPartExamined = "CHEST"
+    ds.SliceThickness, ds.KVP = "1.0", "120"
+    ds.DataCollectionDiameter, ds.ReconstructionDiameter = "500", "380"
+    ds.GantryDetectorTilt, ds.TableHeight = "0", "152"
+    ds.RotationDirection, ds.ExposureTime, ds.XRayTubeCurrent, ds.Exposure = "CW", "500", "210", "105"
+    ds.FilterType, ds.ConvolutionKernel, ds.PatientPosition = "FLAT", "B30f", "FFS"
+    ds.StudyInstanceUID, ds.SeriesInstanceUID = study, series
+    ds.StudyID, ds.SeriesNumber, ds.AcquisitionNumber, ds.InstanceNumber = "4711", 3, 1, index + 1
+    ds.ImagePositionPatient = [-190.0, -190.0, -10.0 - index]
+    ds.ImageOrientationPatient = [1, 0, 0, 0, 1, 0]
+    ds.FrameOfReferenceUID = f"{root}.4.20240611.1"
+    ds.PositionReferenceIndicator = ""
+    ds.SliceLocation = -10.0 - index
+    ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, "MONOCHROME2"
+    ds.Rows = ds.Columns = 512
+    ds.PixelSpacing = [0.742, 0.742]
+    ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 12, 11, 0
+    ds.WindowCenter, ds.WindowWidth = ["40", "-600"], ["400", "1200"]
+    ds.RescaleIntercept, ds.RescaleSlope, ds.RescaleType = "-1024", "1", "HU"
+    ds.add_new(0x00290010, "LO", "EXAMPLE CT HEADER")
+    ds.add_new(0x00291010, "OB", bytes(range(256)) * 4)
+    ds.PixelData = pixels
+    out = BytesIO()
+    pydicom.dcmwrite(out, ds, enforce_file_format=True)
+    return out.getvalue()
+
+
+def _per_call_us(fn: Callable[[bytes], object], objects: tuple[bytes, ...], runs: int,
+                 min_seconds: float) -> float:
+    """Median microseconds per call over ``runs`` passes, each repeating the objects for ``min_seconds``."""
+    per_call = []
+    for _ in range(runs):
+        calls = 0
+        started = time.perf_counter()
+        while True:
+            for o in objects:
+                fn(o)
+            calls += len(objects)
+            elapsed = time.perf_counter() - started
+            if elapsed >= min_seconds:
+                break
+        per_call.append(elapsed / calls * 1e6)
+    return sorted(per_call)[len(per_call) // 2]
+
+
+def describe_row(context: BenchmarkContext) -> ResultRow:
+    """describe() of CT Part 10 files: the native scanner against pydicom (the fallback), per file."""
+    from mmarchive.dicom import scan
+
+    context.progress("native: DICOM describe")
+    slices = context.dataset("ct").objects[:64]
+    files = tuple(ct_part10(pixels, i) for i, pixels in enumerate(slices))
+    if any(scan.scan_native(f) is None for f in files):
+        raise RuntimeError("the native scanner declined a benchmark CT file")
+    runs, min_seconds = context.settings.runs, min(context.settings.min_seconds, 0.5)
+    native_us = _per_call_us(scan.describe, files, runs, min_seconds)
+    pydicom_us = _per_call_us(scan.describe_with_pydicom, files[:16], runs, min_seconds)
+    met = native_us <= DESCRIBE_TARGET_US
+    return ResultRow(
+        group=GROUP_NAME, dataset="ct", name="DICOM describe (CT Part 10 file), Cython scanner",
+        unit="files/s", value=1e6 / native_us,
+        limit_name="DICOM describe, pydicom (defer_size 16 KiB)", limit_value=1e6 / pydicom_us,
+        note=f"{native_us:.1f} vs {pydicom_us:,.0f} us/file; ratio = speed-up over pydicom; "
+             + target_note(met, f"<= {DESCRIBE_TARGET_US:.0f} us per file"),
+        details={"file_bytes": len(files[0]), "files": len(files), "native_us_per_file": native_us,
+                 "pydicom_us_per_file": pydicom_us, "target_us": DESCRIBE_TARGET_US, "met": met})
 
 
 NATIVE_GROUP = BenchmarkGroup(
     name=GROUP_NAME,
-    description="Cython hot paths (chunker, byte shuffle) beside the plain code they replace",
+    description="Cython hot paths (chunker, byte shuffle, DICOM scan) beside the plain code they replace",
     run=run_native,
 )

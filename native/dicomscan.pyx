@@ -18,6 +18,7 @@ answers on every test file.
 from cpython.buffer cimport PyBUF_SIMPLE, PyBuffer_Release, PyObject_GetBuffer
 from cpython.unicode cimport PyUnicode_DecodeLatin1, PyUnicode_DecodeUTF8
 from libc.stdint cimport int64_t, uint8_t, uint16_t, uint32_t
+from libc.string cimport memchr
 
 #: How deep sequences may nest before the scanner declines (each level is an item or a sequence).
 MAX_DEPTH = 64
@@ -218,15 +219,28 @@ cdef Py_ssize_t _skip_undefined(const uint8_t *p, Py_ssize_t n, Py_ssize_t pos, 
                 pos = h.value + h.length
 
 
-cdef inline bint _is_plain(const uint8_t *p, Py_ssize_t start, Py_ssize_t end, bint allow_space) noexcept nogil:
-    """True when every byte is printable ASCII other than a backslash (space only if allowed)."""
+cdef inline bint _is_plain(const uint8_t *p, Py_ssize_t start, Py_ssize_t end, int decoding,
+                           bint utf8) noexcept nogil:
+    """True when the bytes are one value that every step of pydicom's decoding leaves as it is.
+
+    No backslash (one value) in any case; a UID of printable ASCII without spaces (pydicom strips it of
+    whitespace); text decoded as UTF-8 in ASCII only; any other byte is its own Latin-1 character.
+    """
     cdef Py_ssize_t i
     cdef uint8_t c
-    for i in range(start, end):
-        c = p[i]
-        if c > 0x7E or c < 0x20 or c == 0x5C or (c == 0x20 and not allow_space):
-            return False
-    return True
+    if decoding == _UID:
+        for i in range(start, end):
+            c = p[i]
+            if c > 0x7E or c <= 0x20 or c == 0x5C:
+                return False
+        return True
+    if utf8 and (decoding == _TEXT or decoding == _PERSON_NAME):
+        for i in range(start, end):
+            c = p[i]
+            if c > 0x7F or c == 0x5C:
+                return False
+        return True
+    return memchr(p + start, 0x5C, end - start) == NULL
 
 
 cdef inline Py_ssize_t _rstrip_space_nul(const uint8_t *p, Py_ssize_t start, Py_ssize_t end) noexcept nogil:
@@ -298,7 +312,7 @@ cdef object _decode_value(int decoding, const uint8_t *p, Py_ssize_t start, Py_s
     trimmed = _rstrip_space_nul(p, start, end)
     if trimmed == start:  # (spaces and NULs decode the same in every accepted character set)
         return ()
-    # Fast paths: one value of plain ASCII, which every decoding reads as itself.
+    # Fast paths: one value that every decoding reads as itself.
     if decoding == _INTEGER_STRING:
         i = start
         while i < trimmed and p[i] == 0x20:
@@ -314,7 +328,7 @@ cdef object _decode_value(int decoding, const uint8_t *p, Py_ssize_t start, Py_s
                 i += 1
             if i == trimmed:
                 return (-number if negative else number,)
-    elif _is_plain(p, start, trimmed, decoding != _UID) and \
+    elif _is_plain(p, start, trimmed, decoding, utf8) and \
             not (decoding == _PERSON_NAME and p[trimmed - 1] == 0x3D):
         return (PyUnicode_DecodeLatin1(<const char *>(p + start), trimmed - start, NULL),)
 
@@ -413,7 +427,8 @@ cdef class Scanner:
     def scan(self, buf):
         """Scan a whole Part 10 file held in ``buf`` (bytes, bytearray or a contiguous memoryview).
 
-        Returns ``(transfer_syntax, dataset_offset, values, pixel_data)`` or None when declined;
+        Returns ``(transfer_syntax, dataset_offset, size, values, pixel_data)`` or None when declined
+        (``size`` is the buffer's length in bytes);
         ``pixel_data`` is None or ``(tag, element_offset, value_offset, value_length,
         basic_offset_table, fragments)``, the last two None for native pixel data, else a tuple of ints
         and a tuple of ``(value_offset, length)``.
@@ -553,8 +568,8 @@ cdef class Scanner:
             values[self.keywords[i]] = value
 
         if pixel_element < 0:
-            return (transfer_syntax, dataset_offset, values, None)
-        return (transfer_syntax, dataset_offset, values,
+            return (transfer_syntax, dataset_offset, n, values, None)
+        return (transfer_syntax, dataset_offset, n, values,
                 (pixel_tag, pixel_element, pixel_value, pixel_end - pixel_value,
                  None if bot is None else tuple(bot), None if fragments is None else tuple(fragments)))
 

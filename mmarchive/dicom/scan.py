@@ -133,20 +133,26 @@ def _instance(transfer_syntax: str, values: AttributeValues, pixel: PixelDataLoc
                            pixel.offset + pixel.length, size, parsed_by)
 
 
+# Field-by-field construction without argument binding: scan_native runs per ingested file.
+_make_instance: Final = ScannedInstance._make
+_make_pixel: Final = PixelDataLocation._make
+
+
 def scan_native(buf: bytes | bytearray | memoryview) -> ScannedInstance | None:
     """Describe a Part 10 file with the native scanner, or None when it declines the file."""
     found = _SCANNER.scan(buf)
     if found is None:
         return None
-    transfer_syntax, dataset_offset, values, pixel_tuple = found
-    pixel = None
-    if pixel_tuple is not None:
-        tag, element_offset, offset, length, table, fragments = pixel_tuple
-        if fragments is None:
-            pixel = PixelDataLocation(tag, element_offset, offset, length, False)
-        else:
-            pixel = PixelDataLocation(tag, element_offset, offset, length, True, table or (), fragments)
-    return _instance(transfer_syntax, values, pixel, dataset_offset, len(buf), "native")
+    transfer_syntax, dataset_offset, size, values, pixel_tuple = found
+    if pixel_tuple is None:
+        return _make_instance((transfer_syntax, values, None, dataset_offset, size, size, size, "native"))
+    tag, element_offset, offset, length, table, fragments = pixel_tuple
+    if fragments is None:
+        pixel = _make_pixel((tag, element_offset, offset, length, False, (), ()))
+    else:
+        pixel = _make_pixel((tag, element_offset, offset, length, True, table or (), fragments))
+    return _make_instance((transfer_syntax, values, pixel, dataset_offset, offset, offset + length, size,
+                           "native"))
 
 
 def describe(buf: bytes | bytearray | memoryview) -> ScannedInstance:
@@ -158,8 +164,12 @@ def describe(buf: bytes | bytearray | memoryview) -> ScannedInstance:
     scanned = scan_native(buf)
     if scanned is None:
         scanned = describe_with_pydicom(buf)
-    missing = [k for k in REQUIRED_IDENTIFIERS if not any(scanned.values.get(k, ()))]
-    if missing:
+    values = scanned.values
+    for keyword in REQUIRED_IDENTIFIERS:
+        value = values.get(keyword)
+        if value and "" not in value:
+            continue
+        missing = [k for k in REQUIRED_IDENTIFIERS if not values.get(k) or "" in values[k]]
         raise DicomInputError(
             f"the DICOM file lacks {', '.join(missing)} (absent or empty), so the archive cannot index "
             "it; fix the file at its source or re-export it with these identifiers")
