@@ -12,6 +12,7 @@ from collections.abc import Sequence
 from typing import Final
 
 from benchmarks.bigobject_group import BIGOBJECT_GROUP
+from benchmarks.dicom_query_group import DICOM_QUERY_GROUP
 from benchmarks.harness import BenchmarkGroup
 from benchmarks.ingest_group import INGEST_GROUP
 from benchmarks.limits_group import LIMITS_GROUP
@@ -24,6 +25,7 @@ GROUPS: Final[tuple[BenchmarkGroup, ...]] = (
     BIGOBJECT_GROUP,
     READS_GROUP,
     NATIVE_GROUP,
+    DICOM_QUERY_GROUP,
 )
 """Every group, in the order `all` runs them (limits first: later groups reuse them)."""
 
