@@ -604,7 +604,7 @@ class Archive:
               source: str | None = None) -> ObjectInfo:
         return ObjectInfo(tenant=tenant, id=oid.hex(), size=entry.size, created_ns=entry.created_ns,
                           metadata=entry.metadata, chunk_count=len(entry.chunks),
-                          already_stored=already, source=source)
+                          already_stored=already, source=source, seq=entry.seq)
 
     def stat(self, object_id: str, *, tenant: str = DEFAULT_TENANT) -> ObjectInfo:
         oid, entry = self._entry(tenant, object_id)

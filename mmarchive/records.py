@@ -25,6 +25,8 @@ class ObjectInfo(NamedTuple):
     already_stored: bool = False
     #: What the caller gave put (a path, "stdin", "bytes"), for reporting; not stored.
     source: str | None = None
+    #: The seq of the object's latest change (its place in the change feed, see Archive.changes).
+    seq: int = 0
 
     def to_json(self) -> dict[str, Any]:
         d = self._asdict()

@@ -493,7 +493,9 @@ class WritePath:
                                xxhash.xxh3_64_intdigest(payload))
             for cid, _n in prev.chunks:
                 self._ref(tenant, cid, -1)
-            entry = ObjectEntry(STATE_DELETED, self._seq, 0, now, loc, b"", ())
+            # The index keeps a deleted object's metadata, so that a follower of the change feed (the
+            # DICOM catalog) knows what was deleted. Tombstones do not carry it: reindex drops it.
+            entry = ObjectEntry(STATE_DELETED, self._seq, 0, now, loc, prev.metadata_json, ())
             return prev, self._stage_entry(key, entry)
 
     def _stage_entry(self, key: bytes, entry: ObjectEntry) -> int:

@@ -1,0 +1,505 @@
+"""The DICOM layer of an archive: ingest, duplicates and versions, corrections, retrieval and export.
+
+A :class:`DicomStore` composes an :class:`~mmarchive.archive.Archive` (where the bytes live), the scanner
+(:mod:`mmarchive.dicom.scan`, what a file says) and the :class:`~mmarchive.dicom.catalog.Catalog` (the
+patient / study / series / instance index). Each instance is stored as one object holding the Part 10 file
+byte for byte, cut into header, pixel value and trailer so that the same pixels under another header are
+stored once. The object's metadata names the SOP Instance UID and the decision that stored it, so the packs
+alone tell the catalog's story: the catalog follows the archive's change feed and catches up after a crash
+between a durable store and its catalog update (:meth:`DicomStore.sync_catalog`).
+
+Duplicates (same SOP Instance UID, other bytes) follow a :class:`DuplicatePolicy`; the default keeps every
+version, the newest current. Every decision is in the catalog's version history (and, for refusals, in the
+result and the log). Corrections write a new header in front of the same pixel value.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import logging
+import os
+import threading
+import time
+import warnings
+from collections import deque
+from collections.abc import Iterable, Iterator, Mapping
+from concurrent.futures import Future, ThreadPoolExecutor
+from enum import StrEnum
+from pathlib import Path
+from typing import Any, NamedTuple
+
+import pydicom
+from pydicom.datadict import tag_for_keyword
+
+from mmarchive.archive import DEFAULT_TENANT, Archive, PutItem
+from mmarchive.dicom.catalog import Catalog
+from mmarchive.dicom.catalog_records import CatalogEntry, CatalogInstance, InstanceVersion, VersionRole
+from mmarchive.dicom.errors import DicomInputError
+from mmarchive.dicom.scan import ScannedInstance, describe
+from mmarchive.errors import InvalidInputError, NotFoundError
+from mmarchive.index.schema import check_tenant
+from mmarchive.records import ObjectInfo
+from mmarchive.store.chunks import content_id
+
+log = logging.getLogger(__name__)
+
+#: The catalog's directory inside the archive directory.
+CATALOG_DIR = "dicom-catalog"
+#: The metadata key under which a stored instance says what it is.
+METADATA_KEY = "dicom"
+_CATALOG_FLUSH_ITEMS = 500
+_CATALOG_FLUSH_SECONDS = 0.25
+_DEFLATED = "1.2.840.10008.1.2.1.99"
+
+
+class DuplicatePolicy(StrEnum):
+    """What to do with a file whose SOP Instance UID is stored already with other bytes."""
+
+    #: Refuse the new file; the stored version stays current.
+    REJECT = "reject"
+    #: Keep both: the new file becomes the current version, earlier ones stay retrievable (the default).
+    VERSION = "version"
+    #: The new file becomes current and the previous current version is deleted (gc reclaims it).
+    REPLACE = "replace"
+
+
+class IngestStatus(StrEnum):
+    STORED = "stored"  # a new instance
+    ALREADY_STORED = "already-stored"  # these exact bytes were stored: nothing new
+    NEW_VERSION = "new-version"  # other bytes for a stored instance, kept as its current version
+    REPLACED = "replaced"  # other bytes for a stored instance, which replaced the current version
+    REJECTED = "rejected"  # other bytes for a stored instance, refused by the policy
+    FAILED = "failed"  # not DICOM, damaged, unreadable: nothing stored
+
+
+class IngestResult(NamedTuple):
+    """What ingest did with one input, reported in input order."""
+
+    source: str
+    status: IngestStatus
+    tenant: str
+    sop_instance_uid: str | None = None
+    study_instance_uid: str | None = None
+    series_instance_uid: str | None = None
+    object_id: str | None = None
+    size: int = 0
+    #: Why it failed or was rejected.
+    error: str | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.status not in (IngestStatus.FAILED, IngestStatus.REJECTED)
+
+    def to_json(self) -> dict[str, Any]:
+        d = self._asdict()
+        d["status"] = str(self.status)
+        return {k: v for k, v in d.items() if v is not None}
+
+
+#: An input: a path, or (name, bytes) for data that is not in a file.
+IngestSource = str | os.PathLike[str] | tuple[str, bytes]
+
+
+class _Described(NamedTuple):
+    name: str
+    data: bytes | None
+    scanned: ScannedInstance | None
+    error: str | None
+
+
+class _Slot:
+    """One input on its way through ingest: resolved at once, or when its object is durable."""
+
+    __slots__ = ("_oid", "described", "reason", "replaces", "result", "status")
+
+    def __init__(self, result: IngestResult | None, described: _Described | None = None,
+                 status: IngestStatus = IngestStatus.STORED, reason: str = "",
+                 replaces: str | None = None) -> None:
+        self.result = result
+        self.described = described
+        self.status = status  # what storing it will mean
+        self.reason = reason
+        self.replaces = replaces
+        self._oid: str | None = None
+
+    def object_id(self) -> str:
+        """The id its object will have (hashed on demand: only duplicates within one call need it)."""
+        if self._oid is None:
+            assert self.described is not None and self.described.data is not None
+            self._oid = content_id(self.described.data).hex()
+        return self._oid
+
+
+def _uid(scanned: ScannedInstance, keyword: str) -> str:
+    values = scanned.values.get(keyword, ())
+    return str(values[0]) if values else ""
+
+
+def _read_and_describe(source: IngestSource) -> _Described:
+    if isinstance(source, tuple):
+        name, data = source
+    else:
+        name = os.fspath(source)
+        try:
+            with open(name, "rb") as f:
+                data = f.read()
+        except OSError as e:
+            return _Described(name, None, None, f"cannot read {name}: {e.strerror or e}")
+    try:
+        return _Described(name, data, describe(data), None)
+    except DicomInputError as e:
+        return _Described(name, None, None, str(e))
+
+
+class DicomStore:
+    """DICOM instances in an archive, with their catalog. Open with :meth:`open` or wrap an Archive."""
+
+    def __init__(self, archive: Archive, *, policy: DuplicatePolicy = DuplicatePolicy.VERSION,
+                 owns_archive: bool = False) -> None:
+        self.archive = archive
+        self.policy = DuplicatePolicy(policy)
+        self.readonly = archive.readonly
+        self._owns_archive = owns_archive
+        self._lock = threading.Lock()  # one ingest (or correction, or sync) at a time
+        self.catalog = Catalog(archive.path / CATALOG_DIR, archive.config.index, readonly=archive.readonly)
+        try:
+            if not self.readonly:
+                self.sync_catalog()
+        except BaseException:
+            self.catalog.close()
+            raise
+
+    @classmethod
+    def open(cls, path: str | os.PathLike[str], *, readonly: bool = False,
+             policy: DuplicatePolicy = DuplicatePolicy.VERSION) -> DicomStore:
+        archive = Archive.open(path, readonly=readonly)
+        try:
+            return cls(archive, policy=policy, owns_archive=True)
+        except BaseException:
+            archive.close()
+            raise
+
+    def close(self) -> None:
+        self.catalog.close()
+        if self._owns_archive:
+            self.archive.close()
+
+    def __enter__(self) -> DicomStore:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- ingest -------------------------------------------------------------------------------------
+
+    def ingest(self, sources: Iterable[IngestSource], *, tenant: str = DEFAULT_TENANT,
+               policy: DuplicatePolicy | None = None, workers: int | None = None,
+               reason: str | None = None) -> Iterator[IngestResult]:
+        """Store DICOM files; yield one result per input, in input order, once it is durable and indexed.
+
+        Files are read and scanned on ``workers`` threads (default: the CPU count), stored through
+        :meth:`Archive.put_many` and indexed in the catalog in batches. A file that is not DICOM, is
+        damaged or cannot be read yields a FAILED result and the others go on; nothing of it is stored.
+        ``reason`` overrides the word recorded in the version history ("initial", "version", ...).
+        """
+        check_tenant(tenant)
+        use = DuplicatePolicy(policy) if policy is not None else self.policy
+        if self.readonly:
+            raise InvalidInputError("this DICOM store is open read-only; open it without readonly=True "
+                                    "to ingest")
+        with self._lock, ThreadPoolExecutor(max_workers=workers or max(2, os.cpu_count() or 2),
+                                            thread_name_prefix="mmarchive-dicom-read") as pool:
+            yield from self._ingest(sources, tenant, use, pool, workers or 2, reason)
+
+    def _ingest(self, sources: Iterable[IngestSource], tenant: str, policy: DuplicatePolicy,
+                pool: ThreadPoolExecutor, depth: int, reason: str | None) -> Iterator[IngestResult]:
+        slots: deque[_Slot] = deque()  # every input not yet reported, in order
+        waiting: deque[_Slot] = deque()  # the slots whose objects put_many will report, in order
+        # SOP Instance UID -> the slots of this call that store a version of it, not yet indexed
+        staged: dict[str, list[_Slot]] = {}
+        to_index: list[tuple[_Slot, ObjectInfo]] = []
+        replaced: list[str] = []
+        flushed_at = time.monotonic()
+
+        def described() -> Iterator[_Described]:
+            ahead: deque[Future[_Described]] = deque()
+            for source in sources:
+                ahead.append(pool.submit(_read_and_describe, source))
+                if len(ahead) > 4 * depth:
+                    yield ahead.popleft().result()
+            while ahead:
+                yield ahead.popleft().result()
+
+        def items() -> Iterator[PutItem]:
+            for d in described():
+                slot = self._decide(d, tenant, policy, staged, reason)
+                slots.append(slot)
+                if slot.result is None:
+                    assert d.scanned is not None and d.data is not None
+                    waiting.append(slot)
+                    staged.setdefault(_uid(d.scanned, "SOPInstanceUID"), []).append(slot)
+                    yield self._put_item(d, slot)
+
+        def flush() -> None:
+            nonlocal flushed_at
+            if to_index:
+                replaced.extend(self._index(tenant, to_index, staged))
+                to_index.clear()
+            flushed_at = time.monotonic()
+
+        def ready() -> Iterator[IngestResult]:
+            while slots and slots[0].result is not None:
+                result = slots.popleft().result
+                assert result is not None
+                yield result
+
+        for info in self.archive.put_many(items(), tenant=tenant):
+            slot = waiting.popleft()
+            to_index.append((slot, info))
+            if (len(to_index) >= _CATALOG_FLUSH_ITEMS
+                    or time.monotonic() - flushed_at > _CATALOG_FLUSH_SECONDS):
+                flush()
+                yield from ready()
+        flush()
+        # Replaced versions go once everything is stored and indexed (a crash before this keeps them).
+        for object_id in replaced:
+            with contextlib.suppress(NotFoundError):  # replaced twice in one call, or deleted meanwhile
+                self.archive.delete(object_id, tenant=tenant)
+        yield from ready()
+        assert not slots and not waiting
+
+    def _decide(self, d: _Described, tenant: str, policy: DuplicatePolicy,
+                staged: dict[str, list[_Slot]], reason: str | None) -> _Slot:
+        """What to do with one described file: a resolved slot, or one whose object is to be stored."""
+        if d.scanned is None or d.data is None:
+            return _Slot(IngestResult(d.name, IngestStatus.FAILED, tenant, error=d.error))
+        sop = _uid(d.scanned, "SOPInstanceUID")
+        pending = [slot.object_id() for slot in staged.get(sop, ())]
+        versions = self.catalog.versions(tenant, sop)
+        if not versions and not pending:
+            return _Slot(None, d, IngestStatus.STORED, reason or "initial")
+        oid = content_id(d.data).hex()
+        if oid in pending or any(v.object_id == oid for v in versions):
+            return _Slot(self._result(d, tenant, IngestStatus.ALREADY_STORED, oid))
+        current = pending[-1] if pending else next((v.object_id for v in versions if v.current), None)
+        if current is None:  # only non-current versions: this one becomes current, nothing is replaced
+            return _Slot(None, d, IngestStatus.STORED, reason or "initial")
+        if policy is DuplicatePolicy.REJECT:
+            why = (f"SOP Instance UID {sop} is already stored with other content (object {current}); "
+                   "the duplicate policy is 'reject': send it with policy 'version' or 'replace' to keep it")
+            log.warning("%s: %s", d.name, why)
+            return _Slot(self._result(d, tenant, IngestStatus.REJECTED, None, error=why))
+        if policy is DuplicatePolicy.REPLACE:
+            return _Slot(None, d, IngestStatus.REPLACED, reason or "replace", replaces=current)
+        return _Slot(None, d, IngestStatus.NEW_VERSION, reason or "version")
+
+    @staticmethod
+    def _result(d: _Described, tenant: str, status: IngestStatus, oid: str | None,
+                error: str | None = None) -> IngestResult:
+        s = d.scanned
+        assert s is not None
+        return IngestResult(d.name, status, tenant, _uid(s, "SOPInstanceUID"), _uid(s, "StudyInstanceUID"),
+                            _uid(s, "SeriesInstanceUID"), oid, s.size, error)
+
+    @staticmethod
+    def _put_item(d: _Described, slot: _Slot) -> PutItem:
+        s = d.scanned
+        assert s is not None and d.data is not None
+        meta: dict[str, Any] = {"sop": _uid(s, "SOPInstanceUID"), "reason": slot.reason}
+        if slot.replaces:
+            meta["replaces"] = slot.replaces
+        study_date = str(s.values.get("StudyDate", ("",))[0] if s.values.get("StudyDate") else "")
+        # Instances of the same month share packs: they age, move and expire together.
+        group = f"dicom-{study_date[:6]}" if len(study_date) >= 6 and study_date[:6].isdigit() else "dicom"
+        cuts = (s.header_end, s.trailer_start) if s.pixel_data is not None else ()
+        return PutItem(d.data, metadata={METADATA_KEY: meta}, group=group, cuts=cuts, name=d.name)
+
+    def _index(self, tenant: str, done: list[tuple[_Slot, ObjectInfo]],
+               staged: dict[str, list[_Slot]]) -> list[str]:
+        """Add durable objects to the catalog (one transaction, with the feed mark); resolve their slots.
+
+        Returns the ids of the objects their slots replace (to delete once the call has stored all).
+        """
+        now = time.time()
+        instances = []
+        for slot, info in done:
+            d = slot.described
+            assert d is not None and d.scanned is not None
+            instances.append(CatalogInstance(tenant, d.scanned.values, info.id, info.size,
+                                             d.scanned.transfer_syntax, now, slot.reason,
+                                             VersionRole.CURRENT))
+        marks = self._marks()
+        marks[tenant] = max([marks.get(tenant, 0)] + [info.seq for _s, info in done])
+        self.catalog.add_many(instances, mark=json.dumps(marks, sort_keys=True).encode())
+        replaced = []
+        for slot, info in done:
+            d = slot.described
+            assert d is not None and d.scanned is not None
+            sop = _uid(d.scanned, "SOPInstanceUID")
+            same = staged.get(sop, [])
+            if slot in same:
+                same.remove(slot)
+                if not same:
+                    del staged[sop]
+            if slot.replaces:
+                replaced.append(slot.replaces)
+            slot.result = self._result(d, tenant, slot.status, info.id)
+            slot.described = None  # the bytes are no longer needed
+        return replaced
+
+    def _marks(self) -> dict[str, int]:
+        raw = self.catalog.mark()
+        if raw is None:
+            return {}
+        marks = json.loads(raw)
+        return {str(k): int(v) for k, v in marks.items()}
+
+    # -- following the archive ---------------------------------------------------------------------
+
+    def sync_catalog(self) -> int:
+        """Bring the catalog up to date with the archive's change feed; return how many changes it applied.
+
+        Normally there is nothing to do: ingest indexes what it stores. After a crash between a durable
+        store and the catalog update, or after objects were stored or deleted through the plain archive
+        API, the feed says what the catalog missed; the instance is read back and indexed again.
+        """
+        if self.readonly:
+            raise InvalidInputError("sync_catalog needs the store open for writing")
+        applied = 0
+        with self._lock:
+            marks = self._marks()
+            for tenant in self.archive.tenants():
+                after = marks.get(tenant, 0)
+                while page := self.archive.changes(tenant=tenant, after=after, limit=500):
+                    for change in page:
+                        meta = change.metadata.get(METADATA_KEY)
+                        if isinstance(meta, Mapping) and self._apply_change(tenant, change.id, change.live,
+                                                                            meta):
+                            applied += 1
+                    after = page[-1].seq
+                    marks[tenant] = after
+                    self.catalog.add_many([], mark=json.dumps(marks, sort_keys=True).encode())
+        if applied:
+            log.info("catalog caught up with %d change(s) of the archive", applied)
+        return applied
+
+    def _apply_change(self, tenant: str, object_id: str, live: bool, meta: Mapping[str, Any]) -> bool:
+        sop = str(meta.get("sop", ""))
+        versions = self.catalog.versions(tenant, sop)
+        if not live:
+            if any(v.current and v.object_id == object_id for v in versions):
+                self.catalog.remove(tenant, sop)
+                return True
+            return False
+        if any(v.object_id == object_id for v in versions):
+            return False
+        data = self.archive.get(object_id, tenant=tenant)
+        scanned = describe(data)
+        self.catalog.add_many([CatalogInstance(tenant, scanned.values, object_id, len(data),
+                                               scanned.transfer_syntax, time.time(),
+                                               str(meta.get("reason", "initial")), VersionRole.CURRENT)])
+        return True
+
+    def rebuild_catalog(self) -> int:
+        """Empty the catalog and index every DICOM object of the archive again, from the change feed."""
+        if self.readonly:
+            raise InvalidInputError("rebuild_catalog needs the store open for writing")
+        with self._lock:
+            self.catalog.clear()
+        return self.sync_catalog()
+
+    # -- reading ------------------------------------------------------------------------------------
+
+    def query(self, level: str, constraints: Mapping[str, str], *, tenant: str = DEFAULT_TENANT,
+              **options: Any) -> list[dict[str, Any]]:
+        """Match ``constraints`` at ``level`` (see :meth:`Catalog.query`); DICOM JSON results."""
+        return self.catalog.query(tenant, level, constraints, **options)
+
+    def versions(self, sop_uid: str, *, tenant: str = DEFAULT_TENANT) -> list[InstanceVersion]:
+        return self.catalog.versions(tenant, sop_uid)
+
+    def retrieve(self, sop_uid: str, *, tenant: str = DEFAULT_TENANT, version: int | None = None) -> bytes:
+        """The Part 10 file of an instance's current version (or of version number ``version``)."""
+        versions = self.catalog.versions(tenant, sop_uid)
+        chosen = [v for v in versions if (v.number == version if version is not None else v.current)]
+        if not chosen:
+            which = f"version {version} of " if version is not None else ""
+            raise NotFoundError(f"{which}SOP instance {sop_uid} is not in tenant {tenant!r}; query the "
+                                "catalog to find what is stored")
+        return self.archive.get(chosen[0].object_id, tenant=tenant)
+
+    def instances(self, study_uid: str, *, tenant: str = DEFAULT_TENANT,
+                  series_uid: str | None = None) -> list[CatalogEntry]:
+        return list(self.catalog.instances(tenant, study_uid, series_uid))
+
+    def export(self, out_dir: str | os.PathLike[str], *, study_uid: str, tenant: str = DEFAULT_TENANT,
+               series_uid: str | None = None, sop_uid: str | None = None) -> list[Path]:
+        """Write the current Part 10 files of a study (or a series, or one instance) under ``out_dir``.
+
+        Files go to ``out_dir/STUDY/SERIES/SOP.dcm``, each written to a temporary name and renamed, so
+        a file that exists is complete. Returns the paths written.
+        """
+        entries = [e for e in self.catalog.instances(tenant, study_uid, series_uid)
+                   if sop_uid is None or e.sop_instance_uid == sop_uid]
+        if not entries:
+            what = sop_uid or series_uid or study_uid
+            raise NotFoundError(f"nothing to export: {what} is not in tenant {tenant!r}")
+        written = []
+        for e in entries:
+            folder = Path(out_dir) / e.study_instance_uid / e.series_instance_uid
+            target = folder / f"{e.sop_instance_uid}.dcm"
+            target.parent.mkdir(parents=True, exist_ok=True)
+            tmp = target.with_name(target.name + ".part")
+            tmp.write_bytes(self.archive.get(e.object_id, tenant=tenant))
+            os.replace(tmp, target)
+            written.append(target)
+        return written
+
+    # -- corrections --------------------------------------------------------------------------------
+
+    def correct(self, study_uid: str, changes: Mapping[str, str], *, tenant: str = DEFAULT_TENANT,
+                series_uid: str | None = None, reason: str = "correction") -> list[IngestResult]:
+        """Write a new header version of every current instance of a study (or series) with ``changes``.
+
+        ``changes`` maps DICOM keywords to new values (e.g. ``{"PatientID": "NEW-1"}``; an empty value
+        empties the attribute). The pixel value is not touched: each new version shares it with the
+        version before, which stays retrievable. Returns one result per instance.
+        """
+        for keyword in changes:
+            if tag_for_keyword(keyword) is None:
+                raise InvalidInputError(f"{keyword!r} is not a DICOM keyword; use names like PatientID")
+            if tag_for_keyword(keyword) in (0x7FE00010, 0x00080018):
+                raise InvalidInputError(f"{keyword} cannot be corrected: it identifies the instance or "
+                                        "is its pixel data")
+        entries = list(self.catalog.instances(tenant, study_uid, series_uid))
+        if not entries:
+            raise NotFoundError(f"study {study_uid} is not in tenant {tenant!r}")
+        rewritten = [(f"{e.sop_instance_uid} ({reason})",
+                      _with_new_header(self.archive.get(e.object_id, tenant=tenant), changes))
+                     for e in entries]
+        return list(self.ingest(rewritten, tenant=tenant, policy=DuplicatePolicy.VERSION, reason=reason))
+
+
+def _with_new_header(data: bytes, changes: Mapping[str, str]) -> bytes:
+    """``data`` with ``changes`` made to its header; the pixel element and what follows, byte for byte."""
+    scanned = describe(data)
+    if scanned.transfer_syntax == _DEFLATED:
+        raise InvalidInputError("a deflated file cannot be corrected in place; convert it first")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        try:
+            ds = pydicom.dcmread(io.BytesIO(data), stop_before_pixels=True, force=True)
+        except Exception as e:  # pydicom raises many kinds
+            raise DicomInputError(f"cannot read the stored header back ({e})") from e
+        for keyword, value in changes.items():
+            setattr(ds, keyword, value)
+        out = io.BytesIO()
+        try:
+            ds.save_as(out, enforce_file_format=True)
+        except Exception as e:
+            raise InvalidInputError(f"cannot write the corrected header ({e}); check the values") from e
+    tail = data[scanned.pixel_data.element_offset:] if scanned.pixel_data is not None else b""
+    return out.getvalue() + tail
+
