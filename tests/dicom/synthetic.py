@@ -6,7 +6,7 @@ import io
 
 import numpy as np
 from pydicom.dataset import Dataset, FileMetaDataset
-from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, ImplicitVRLittleEndian, generate_uid
+from pydicom.uid import UID, CTImageStorage, ExplicitVRLittleEndian, ImplicitVRLittleEndian, generate_uid
 
 
 def ct_pixels(rows: int = 64, cols: int = 64, seed: int = 0) -> bytes:
@@ -23,10 +23,10 @@ def ct_file(*, patient_id: str = "P1", patient_name: str = "DOE^JOHN", study_uid
             rows: int = 64, cols: int = 64, study_date: str = "20240115", accession: str = "A1",
             instance_number: int = 1, modality: str = "CT", implicit: bool = False) -> bytes:
     """One CT image as a Part 10 file."""
-    sop_uid = sop_uid or generate_uid()
+    sop_uid = sop_uid or str(generate_uid())
     meta = FileMetaDataset()
     meta.MediaStorageSOPClassUID = CTImageStorage
-    meta.MediaStorageSOPInstanceUID = sop_uid
+    meta.MediaStorageSOPInstanceUID = UID(sop_uid)
     meta.TransferSyntaxUID = ImplicitVRLittleEndian if implicit else ExplicitVRLittleEndian
     ds = Dataset()
     ds.file_meta = meta
