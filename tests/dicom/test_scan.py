@@ -303,3 +303,12 @@ def test_scanner_rejects_attributes_it_cannot_extract() -> None:
         dicomscan.Scanner([("SliceThickness", 0x00180050, "DS")])
     with pytest.raises(ValueError, match="tag"):
         dicomscan.Scanner([("PixelData", PIXEL_DATA, "US")])
+
+
+def test_value_longer_than_pydicoms_defer_size_agrees() -> None:
+    elements = build.identity()
+    elements[0x00100020] = build.element(0x00100020, "LO", b"x" * (scan.PYDICOM_DEFER_SIZE + 2))
+    data = build.part10(elements)
+    native = scan.scan_native(data)
+    assert native is not None and native.values["PatientID"] == ("x" * (scan.PYDICOM_DEFER_SIZE + 2),)
+    assert native == scan.describe_with_pydicom(data)._replace(parsed_by="native")
