@@ -365,5 +365,5 @@ class CatalogMachine(RuleBasedStateMachine):
         self.queries += 1
 
 
-CatalogMachine.TestCase.settings = settings(max_examples=25, stateful_step_count=30, deadline=None)
+CatalogMachine.TestCase.settings = settings(max_examples=60, stateful_step_count=40, deadline=None)
 TestCatalogModel = CatalogMachine.TestCase
