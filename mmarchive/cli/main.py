@@ -16,11 +16,14 @@ import sys
 from collections.abc import Callable, Sequence
 
 from mmarchive.cli import (
+    export_cmd,
     gc_cmd,
     get_cmd,
+    ingest_cmd,
     init_cmd,
     ls_cmd,
     put_cmd,
+    query_cmd,
     reindex_cmd,
     rm_cmd,
     stat_cmd,
@@ -46,6 +49,9 @@ _COMMANDS: tuple[Callable[[Subparsers], None], ...] = (
     verify_cmd.register,
     gc_cmd.register,
     reindex_cmd.register,
+    ingest_cmd.register,
+    query_cmd.register,
+    export_cmd.register,
 )
 
 

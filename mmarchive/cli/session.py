@@ -12,11 +12,11 @@ from __future__ import annotations
 import argparse
 import json
 import os
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from datetime import datetime
 from pathlib import Path
-from typing import Any, BinaryIO, TextIO, TypeAlias
+from typing import Any, BinaryIO, Protocol, TextIO, TypeAlias
 
 from rich.console import Console
 from rich.measure import Measurement
@@ -41,8 +41,13 @@ from mmarchive.records import ObjectInfo
 ARCHIVE_ENV = "MMARCHIVE_ARCHIVE"
 
 Subparsers: TypeAlias = "argparse._SubParsersAction[argparse.ArgumentParser]"
-#: Called with (done, total); ``total`` None means the amount of work is unknown.
-ProgressCallback = Callable[[int, "int | None"], None]
+class ProgressCallback(Protocol):
+    """Called with (done, total); ``total`` None means the amount of work is unknown (or unchanged).
+
+    ``note`` replaces the text shown after the bar (a rate, say).
+    """
+
+    def __call__(self, done: int, new_total: int | None = None, *, note: str | None = None) -> None: ...
 
 _UNITS = ("KiB", "MiB", "GiB", "TiB", "PiB", "EiB")
 _PIPE_WIDTH = 4096  # tables written to a pipe or file keep their natural width instead of wrapping
@@ -225,19 +230,20 @@ class Output:
             return
         columns: list[ProgressColumn] = [SpinnerColumn(), TextColumn("{task.description}"), BarColumn()]
         if counted:
-            columns += [MofNCompleteColumn(), TimeRemainingColumn()]
+            columns += [MofNCompleteColumn(), TimeRemainingColumn(), TextColumn("{task.fields[note]}")]
         else:
             columns += [TimeElapsedColumn()]
         console = Console(file=self._stderr)
         with Progress(*columns, console=console, transient=True, redirect_stdout=False,
                       redirect_stderr=False) as bar:
-            task = bar.add_task(description, total=total)
+            task = bar.add_task(description, total=total, note="")
 
-            def update(done: int, new_total: int | None = None) -> None:
+            def update(done: int, new_total: int | None = None, *, note: str | None = None) -> None:
+                fields: dict[str, Any] = {} if note is None else {"note": note}
                 if new_total is not None:
-                    bar.update(task, completed=done, total=new_total)
+                    bar.update(task, completed=done, total=new_total, **fields)
                 else:
-                    bar.update(task, completed=done)
+                    bar.update(task, completed=done, **fields)
 
             self._live = bar
             try:
@@ -250,7 +256,7 @@ class Output:
         self._stdout.flush()
 
 
-def _no_progress(done: int, total: int | None = None) -> None:
+def _no_progress(done: int, new_total: int | None = None, *, note: str | None = None) -> None:
     return None
 
 

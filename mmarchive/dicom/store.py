@@ -452,7 +452,10 @@ class DicomStore:
             target = folder / f"{e.sop_instance_uid}.dcm"
             target.parent.mkdir(parents=True, exist_ok=True)
             tmp = target.with_name(target.name + ".part")
-            tmp.write_bytes(self.archive.get(e.object_id, tenant=tenant))
+            with open(tmp, "wb") as f:
+                f.write(self.archive.get(e.object_id, tenant=tenant))
+                f.flush()
+                os.fsync(f.fileno())
             os.replace(tmp, target)
             written.append(target)
         return written
