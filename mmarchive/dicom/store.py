@@ -164,9 +164,11 @@ class DicomStore:
         self._owns_archive = owns_archive
         self._lock = threading.Lock()  # one ingest (or correction, or sync) at a time
         self.catalog = Catalog(archive.path / CATALOG_DIR, archive.config.index, readonly=archive.readonly)
+        #: How many changes of the archive the catalog caught up with when this store opened.
+        self.caught_up = 0
         try:
             if not self.readonly:
-                self.sync_catalog()
+                self.caught_up = self.sync_catalog()
         except BaseException:
             self.catalog.close()
             raise
