@@ -137,6 +137,23 @@ def _uid(scanned: ScannedInstance, keyword: str) -> str:
     return str(values[0]) if values else ""
 
 
+_IDENTIFIERS = ("StudyInstanceUID", "SeriesInstanceUID", "SOPInstanceUID")
+
+
+def _identifier_problem(scanned: ScannedInstance) -> str | None:
+    """Why the file's identifiers cannot key the catalog, or None.
+
+    Lenient on purpose (systems in the field write UIDs with letters or leading zeros): a UID must be
+    1-64 printable ASCII characters without a backslash.
+    """
+    for keyword in _IDENTIFIERS:
+        uid = _uid(scanned, keyword)
+        if not (0 < len(uid) <= 64 and uid.isascii() and uid.isprintable() and "\\" not in uid):
+            return (f"{keyword} {uid[:80]!r} is not a usable UID (1-64 printable ASCII characters); fix "
+                    "the file at its source")
+    return None
+
+
 def _read_and_describe(source: IngestSource) -> _Described:
     if isinstance(source, tuple):
         name, data = source
@@ -148,9 +165,13 @@ def _read_and_describe(source: IngestSource) -> _Described:
         except OSError as e:
             return _Described(name, None, None, f"cannot read {name}: {e.strerror or e}")
     try:
-        return _Described(name, data, describe(data), None)
+        scanned = describe(data)
     except DicomInputError as e:
         return _Described(name, None, None, str(e))
+    problem = _identifier_problem(scanned)
+    if problem is not None:
+        return _Described(name, None, None, problem)
+    return _Described(name, data, scanned, None)
 
 
 class DicomStore:
@@ -398,7 +419,15 @@ class DicomStore:
         if any(v.object_id == object_id for v in versions):
             return False
         data = self.archive.get(object_id, tenant=tenant)
-        scanned = describe(data)
+        try:
+            scanned = describe(data)
+            problem = _identifier_problem(scanned)
+            if problem is not None:
+                raise DicomInputError(problem)
+        except DicomInputError as e:  # stored by other means than ingest: leave it out of the catalog
+            log.warning("object %s of tenant %s says it is DICOM but cannot be indexed: %s",
+                        object_id, tenant, e)
+            return False
         self.catalog.add_many([CatalogInstance(tenant, scanned.values, object_id, len(data),
                                                scanned.transfer_syntax, time.time(),
                                                str(meta.get("reason", "initial")), VersionRole.CURRENT)])
