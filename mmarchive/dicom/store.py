@@ -20,6 +20,7 @@ import io
 import json
 import logging
 import os
+import queue
 import threading
 import time
 import warnings
@@ -124,12 +125,39 @@ class _Slot:
         self.replaces = replaces
         self._oid: str | None = None
 
+    def known_as(self, object_id: str) -> None:
+        self._oid = object_id
+
     def object_id(self) -> str:
         """The id its object will have (hashed on demand: only duplicates within one call need it)."""
         if self._oid is None:
             assert self.described is not None and self.described.data is not None
             self._oid = content_id(self.described.data).hex()
         return self._oid
+
+
+class _Staged:
+    """The slots of one ingest call that store a version of a SOP instance and are not indexed yet."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._by_sop: dict[str, list[_Slot]] = {}
+
+    def add(self, sop: str, slot: _Slot) -> None:
+        with self._lock:
+            self._by_sop.setdefault(sop, []).append(slot)
+
+    def get(self, sop: str) -> list[_Slot]:
+        with self._lock:
+            return list(self._by_sop.get(sop, ()))
+
+    def remove(self, sop: str, slot: _Slot) -> None:
+        with self._lock:
+            same = self._by_sop.get(sop, [])
+            if slot in same:
+                same.remove(slot)
+                if not same:
+                    del self._by_sop[sop]
 
 
 def _uid(scanned: ScannedInstance, keyword: str) -> str:
@@ -238,13 +266,18 @@ class DicomStore:
 
     def _ingest(self, sources: Iterable[IngestSource], tenant: str, policy: DuplicatePolicy,
                 pool: ThreadPoolExecutor, depth: int, reason: str | None) -> Iterator[IngestResult]:
+        """The pipeline: read and scan on the pool, decide and store here, index on a thread of its own.
+
+        Indexing runs beside storing (its own LMDB environment, its own commits), so this thread only
+        stages objects; results are reported in input order as the indexer resolves them.
+        """
         slots: deque[_Slot] = deque()  # every input not yet reported, in order
         waiting: deque[_Slot] = deque()  # the slots whose objects put_many will report, in order
         # SOP Instance UID -> the slots of this call that store a version of it, not yet indexed
-        staged: dict[str, list[_Slot]] = {}
-        to_index: list[tuple[_Slot, ObjectInfo]] = []
+        staged = _Staged()
+        durable: queue.SimpleQueue[tuple[_Slot, ObjectInfo] | None] = queue.SimpleQueue()
         replaced: list[str] = []
-        flushed_at = time.monotonic()
+        failures: list[BaseException] = []
 
         def described() -> Iterator[_Described]:
             ahead: deque[Future[_Described]] = deque()
@@ -262,15 +295,32 @@ class DicomStore:
                 if slot.result is None:
                     assert d.scanned is not None and d.data is not None
                     waiting.append(slot)
-                    staged.setdefault(_uid(d.scanned, "SOPInstanceUID"), []).append(slot)
+                    staged.add(_uid(d.scanned, "SOPInstanceUID"), slot)
                     yield self._put_item(d, slot)
 
-        def flush() -> None:
-            nonlocal flushed_at
-            if to_index:
-                replaced.extend(self._index(tenant, to_index, staged))
-                to_index.clear()
-            flushed_at = time.monotonic()
+        def index_loop() -> None:
+            try:
+                while True:
+                    first = durable.get()
+                    if first is None:
+                        return
+                    batch = [first]
+                    end = time.monotonic() + _CATALOG_FLUSH_SECONDS
+                    last = False
+                    while len(batch) < _CATALOG_FLUSH_ITEMS and (left := end - time.monotonic()) > 0:
+                        try:
+                            item = durable.get(timeout=left)
+                        except queue.Empty:
+                            break
+                        if item is None:
+                            last = True
+                            break
+                        batch.append(item)
+                    replaced.extend(self._index(tenant, batch, staged))
+                    if last:
+                        return
+            except BaseException as e:  # reported by the ingest call
+                failures.append(e)
 
         def ready() -> Iterator[IngestResult]:
             while slots and slots[0].result is not None:
@@ -278,14 +328,19 @@ class DicomStore:
                 assert result is not None
                 yield result
 
-        for info in self.archive.put_many(items(), tenant=tenant):
-            slot = waiting.popleft()
-            to_index.append((slot, info))
-            if (len(to_index) >= _CATALOG_FLUSH_ITEMS
-                    or time.monotonic() - flushed_at > _CATALOG_FLUSH_SECONDS):
-                flush()
+        indexer = threading.Thread(target=index_loop, name="mmarchive-dicom-index", daemon=True)
+        indexer.start()
+        try:
+            for info in self.archive.put_many(items(), tenant=tenant):
+                durable.put((waiting.popleft(), info))
+                if failures:
+                    raise failures[0]
                 yield from ready()
-        flush()
+        finally:
+            durable.put(None)
+            indexer.join()
+        if failures:
+            raise failures[0]
         # Replaced versions go once everything is stored and indexed (a crash before this keeps them).
         for object_id in replaced:
             with contextlib.suppress(NotFoundError):  # replaced twice in one call, or deleted meanwhile
@@ -294,12 +349,14 @@ class DicomStore:
         assert not slots and not waiting
 
     def _decide(self, d: _Described, tenant: str, policy: DuplicatePolicy,
-                staged: dict[str, list[_Slot]], reason: str | None) -> _Slot:
+                staged: _Staged, reason: str | None) -> _Slot:
         """What to do with one described file: a resolved slot, or one whose object is to be stored."""
         if d.scanned is None or d.data is None:
             return _Slot(IngestResult(d.name, IngestStatus.FAILED, tenant, error=d.error))
         sop = _uid(d.scanned, "SOPInstanceUID")
-        pending = [slot.object_id() for slot in staged.get(sop, ())]
+        # Staged first, then the catalog: the indexer adds a version to the catalog before it drops it
+        # from the staged ones, so a version being indexed meanwhile is seen in one or the other.
+        pending = [slot.object_id() for slot in staged.get(sop)]
         versions = self.catalog.versions(tenant, sop)
         if not versions and not pending:
             return _Slot(None, d, IngestStatus.STORED, reason or "initial")
@@ -339,8 +396,7 @@ class DicomStore:
         cuts = (s.header_end, s.trailer_start) if s.pixel_data is not None else ()
         return PutItem(d.data, metadata={METADATA_KEY: meta}, group=group, cuts=cuts, name=d.name)
 
-    def _index(self, tenant: str, done: list[tuple[_Slot, ObjectInfo]],
-               staged: dict[str, list[_Slot]]) -> list[str]:
+    def _index(self, tenant: str, done: list[tuple[_Slot, ObjectInfo]], staged: _Staged) -> list[str]:
         """Add durable objects to the catalog (one transaction, with the feed mark); resolve their slots.
 
         Returns the ids of the objects their slots replace (to delete once the call has stored all).
@@ -360,12 +416,8 @@ class DicomStore:
         for slot, info in done:
             d = slot.described
             assert d is not None and d.scanned is not None
-            sop = _uid(d.scanned, "SOPInstanceUID")
-            same = staged.get(sop, [])
-            if slot in same:
-                same.remove(slot)
-                if not same:
-                    del staged[sop]
+            slot.known_as(info.id)  # before the bytes go: the ingest thread may still ask
+            staged.remove(_uid(d.scanned, "SOPInstanceUID"), slot)
             if slot.replaces:
                 replaced.append(slot.replaces)
             slot.result = self._result(d, tenant, slot.status, info.id)
