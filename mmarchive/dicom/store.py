@@ -212,6 +212,9 @@ class DicomStore:
         self.readonly = archive.readonly
         self._owns_archive = owns_archive
         self._lock = threading.Lock()  # one ingest (or correction, or sync) at a time
+        if self.readonly and not (archive.path / CATALOG_DIR).exists():
+            raise NotFoundError(f"the archive at {archive.path} has no DICOM catalog yet: nothing was "
+                                "ingested (`mmarchive ingest` creates it)")
         self.catalog = Catalog(archive.path / CATALOG_DIR, archive.config.index, readonly=archive.readonly)
         #: How many changes of the archive the catalog caught up with when this store opened.
         self.caught_up = 0

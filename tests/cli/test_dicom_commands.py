@@ -69,3 +69,8 @@ def test_ingest_of_pydicoms_test_files_through_a_pipe(archive_dir: Path) -> None
     assert "were not stored" in result.stderr
     assert "stored" in result.text and "failed" in result.text
     assert "inst/s" in result.stderr  # the summary line
+
+
+def test_query_before_any_ingest_says_so(mm: InProcess, archive_dir: Path) -> None:
+    result = mm("query", "--archive", archive_dir, "PatientID=X")
+    assert result.code == 3 and "nothing was ingested" in result.stderr
