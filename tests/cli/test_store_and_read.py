@@ -148,7 +148,8 @@ def test_ls_and_stat_human_and_json(archive_dir: Path, files: list[Path], mm: In
     assert listed.code == 0
     rows = listed.json_lines()
     assert [r["id"] for r in rows] == sorted(ids)
-    assert all(set(r) == {"tenant", "id", "size", "created_ns", "metadata", "chunk_count", "seq"} for r in rows)
+    shape = {"tenant", "id", "size", "created_ns", "metadata", "chunk_count", "seq"}
+    assert all(set(r) == shape for r in rows)
     assert {r["id"]: r["size"] for r in rows} == {i: line["size"] for i, line in ids.items()}
 
     human = mm("ls", "--archive", archive_dir)
