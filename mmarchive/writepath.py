@@ -333,6 +333,20 @@ class WritePath:
             return [IndexView(generation, get(key, db=db_o), get(key, db=db_c) is not None)
                     for key in keys]
 
+    def _current_entry(self, key: bytes,
+                       seen: IndexView | None) -> tuple[ObjectEntry | None, IndexView | None]:
+        """An object's entry as staged or committed (lock held), and the index view it came from.
+
+        The view is None when the entry is staged (its chunks are then staged or stored too); ``seen``
+        is used if it is still current, else the index is read.
+        """
+        pending = self._pending_objects.get(key)
+        if pending is not None:
+            return pending[0], None
+        if seen is None or seen.generation != self._generation:
+            seen = self.look_up_many([key])[0]
+        return (ObjectEntry.decode(seen.object_raw) if seen.object_raw is not None else None), seen
+
     def stage_whole_object(self, tenant: str, group: str, oid: bytes, data: memoryview,
                            chunk: PreparedChunk | None, codecs: CodecSet,
                            metadata: dict[str, Any] | None,
@@ -345,15 +359,8 @@ class WritePath:
         key = scoped_key(tenant, oid)
         with self._lock:
             self._check_usable()
-            pending = self._pending_objects.get(key)
-            if pending is not None:
-                prev: ObjectEntry | None = pending[0]
-                known = True
-            else:
-                if seen is None or seen.generation != self._generation:
-                    seen = self.look_up_many([key])[0]
-                known = seen.chunk_known or key in self._pending_chunks
-                prev = ObjectEntry.decode(seen.object_raw) if seen.object_raw is not None else None
+            prev, view = self._current_entry(key, seen)
+            known = view is None or view.chunk_known or key in self._pending_chunks
             if data and not known:
                 prepared = chunk if chunk is not None else encode_chunk(codecs, oid, data)
                 self._stage_new_chunk(tenant, group, key, oid, prepared)
@@ -373,13 +380,7 @@ class WritePath:
         key = scoped_key(tenant, oid)
         with self._lock:
             self._check_usable()
-            pending = self._pending_objects.get(key)
-            if pending is not None:
-                prev: ObjectEntry | None = pending[0]
-            else:
-                if seen is None or seen.generation != self._generation:
-                    seen = self.look_up_many([key])[0]
-                prev = ObjectEntry.decode(seen.object_raw) if seen.object_raw is not None else None
+            prev, _view = self._current_entry(key, seen)
             unchanged = prev is not None and prev.live and (
                 metadata is None or encode_metadata(metadata) == prev.metadata_json)
             if not unchanged:
