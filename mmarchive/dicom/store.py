@@ -53,6 +53,8 @@ METADATA_KEY = "dicom"
 _CATALOG_FLUSH_ITEMS = 500
 _CATALOG_FLUSH_SECONDS = 0.25
 _DEFLATED = "1.2.840.10008.1.2.1.99"
+_BULK_VRS = frozenset({"OB", "OD", "OF", "OL", "OV", "OW", "UN"})
+_BULK_OVER = 1024
 
 
 class DuplicatePolicy(StrEnum):
@@ -390,7 +392,8 @@ class DicomStore:
     def _put_item(d: _Described, slot: _Slot) -> PutItem:
         s = d.scanned
         assert s is not None and d.data is not None
-        meta: dict[str, Any] = {"sop": _uid(s, "SOPInstanceUID"), "reason": slot.reason}
+        meta: dict[str, Any] = {"sop": _uid(s, "SOPInstanceUID"), "reason": slot.reason,
+                                "header": s.header_end}
         if slot.replaces:
             meta["replaces"] = slot.replaces
         study_date = str(s.values.get("StudyDate", ("",))[0] if s.values.get("StudyDate") else "")
@@ -545,6 +548,37 @@ class DicomStore:
             os.replace(tmp, target)
             written.append(target)
         return written
+
+    def metadata(self, study_uid: str, *, tenant: str = DEFAULT_TENANT,
+                 series_uid: str | None = None) -> list[dict[str, Any]]:
+        """The DICOM JSON of every current instance of a study (or series), bulk data left out.
+
+        Only each file's header is read (the piece before the pixel data, its own content in the
+        store), never its pixel data; binary elements over 1 KiB are left out, as WADO-RS metadata
+        leaves bulk data to its own URIs.
+        """
+        entries = list(self.catalog.instances(tenant, study_uid, series_uid))
+        if not entries:
+            raise NotFoundError(f"study {study_uid} is not in tenant {tenant!r}")
+        return [self._header_json(e.object_id, tenant) for e in entries]
+
+    def _header_json(self, object_id: str, tenant: str) -> dict[str, Any]:
+        info = self.archive.stat(object_id, tenant=tenant)
+        dicom = info.metadata.get(METADATA_KEY)
+        header_end = dicom.get("header") if isinstance(dicom, Mapping) else None
+        with self.archive.open_object(object_id, tenant=tenant) as reader:
+            head = reader.read(header_end if isinstance(header_end, int) else -1)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            try:
+                ds = pydicom.dcmread(io.BytesIO(head), stop_before_pixels=True, force=True)
+                for elem in list(ds):
+                    if elem.VR in _BULK_VRS and elem.value is not None and len(elem.value) > _BULK_OVER:
+                        del ds[elem.tag]
+                result: dict[str, Any] = ds.to_json_dict(bulk_data_threshold=_BULK_OVER)
+            except Exception as e:  # pydicom raises many kinds
+                raise DicomInputError(f"the header of object {object_id} cannot be read back ({e})") from e
+        return result
 
     # -- corrections --------------------------------------------------------------------------------
 

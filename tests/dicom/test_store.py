@@ -202,3 +202,25 @@ def test_bad_input_is_reported_per_file_and_the_batch_goes_on(store: DicomStore,
     assert "cannot read" in (results[2].error or "")
     assert all(r.error for r in results[1:])
     assert store.archive.stats().objects == 1
+
+
+def test_series_metadata_comes_from_headers_alone(store: DicomStore) -> None:
+    study, series = generate_uid(), generate_uid()
+    files = [ct_file(study_uid=study, series_uid=series, instance_number=i, rows=256, cols=256)
+             for i in range(1, 4)]
+    list(store.ingest([(str(i), f) for i, f in enumerate(files)]))
+    reads: list[int] = []
+    fetch = store.archive._fetch_chunk
+
+    def counting_fetch(tenant: str, cid: bytes, n: int) -> bytes:
+        reads.append(n)
+        return fetch(tenant, cid, n)
+
+    store.archive._fetch_chunk = counting_fetch  # type: ignore[method-assign]
+    meta = store.metadata(study, series_uid=series)
+    assert [m["00200013"]["Value"] for m in meta] == [[1], [2], [3]]
+    assert all(m["0020000E"]["Value"] == [series] for m in meta)
+    assert all("7FE00010" not in m for m in meta)  # no pixel data
+    assert reads and max(reads) < 2000  # only header pieces were read, never the 128 KiB of pixels
+    with pytest.raises(NotFoundError):
+        store.metadata(generate_uid())
