@@ -216,7 +216,7 @@ def test_series_metadata_comes_from_headers_alone(store: DicomStore) -> None:
         reads.append(n)
         return fetch(tenant, cid, n)
 
-    store.archive._fetch_chunk = counting_fetch  # type: ignore[method-assign]
+    store.archive._fetch_chunk = counting_fetch  # type: ignore[method-assign,assignment]
     meta = store.metadata(study, series_uid=series)
     assert [m["00200013"]["Value"] for m in meta] == [[1], [2], [3]]
     assert all(m["0020000E"]["Value"] == [series] for m in meta)
