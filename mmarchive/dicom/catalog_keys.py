@@ -21,7 +21,7 @@ database       key                                          value
 
 Lookup kinds, each a secondary index of one attribute: studies by ``i`` PatientID, ``a``
 AccessionNumber, ``n`` PatientName component group (case-folded), ``w`` PatientName word (case-folded,
-for fuzzy matching), ``m`` ModalitiesInStudy, ``d`` StudyDate NUL StudyTime (the study walk order and
+for fuzzy matching), ``m`` ModalitiesInStudy, ``d`` StudyDate SP StudyTime (the study walk order and
 the date range index); patients by ``N`` name group and ``W`` name word; series (key ``SeriesUID NUL
 StudyUID``) by ``M`` Modality. Index values longer than :data:`MAX_INDEX_VALUE` bytes are cut, so an
 exact look-up of such a value scans its cut prefix and the matcher decides. Entry bodies are compact
@@ -156,13 +156,17 @@ def lookup_key(tenant_prefix: bytes, kind: bytes, value: str, target: str) -> by
 
 
 def study_order_value(values: Mapping[str, Sequence[ScalarValue]]) -> str:
-    """``StudyDate NUL StudyTime``: the ``d`` lookup value, ordered by date then time (absent first)."""
+    """``StudyDate SP StudyTime``: the ``d`` lookup value, ordered by date then time (absent first).
+
+    The date is 8 digits or empty, the time 11 digits (microseconds since midnight) or empty; the space
+    sorts below every digit, so absent dates come first and a date's keys all lie below ``date + 0xFF``.
+    """
     date = first_text(values, "StudyDate")
     if len(date) != 8 or not date.isdigit():
         date = ""
     time_text = first_text(values, "StudyTime")
     point = point_of("TM", time_text) if time_text else None
-    return date + "\x00" + ("" if point is None else f"{point:011d}")
+    return date + " " + ("" if point is None else f"{point:011d}")
 
 
 def study_lookup_keys(tp: bytes, study_uid: str, patient_values: Mapping[str, Sequence[ScalarValue]],

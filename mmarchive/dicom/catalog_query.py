@@ -260,9 +260,10 @@ def _study_candidates(tp: bytes, query: CompiledQuery) -> list[_Candidate]:
     if date is not None and date.text_range is not None:
         lo, hi = date.text_range
         head = tp + LOOKUP_STUDY_DATE
-        end = None if hi == "\uffff" else head + hi.encode() + b"\x01"
+        # Keys are head + date(8 digits) + " " + time + NUL + uid: a date's keys lie below date + 0xFF.
+        end = None if hi == "\uffff" else head + hi.encode() + b"\xff"
         out.append(_Candidate("StudyDate", Level.STUDY, ordered=True, ranges=(
-            KeyRange(DB_LOOKUP, head + (lo.encode() if lo else b"\x01"), head, end),)))
+            KeyRange(DB_LOOKUP, head + (lo or "0").encode(), head, end),)))
     return out
 
 
@@ -453,8 +454,7 @@ class QueryRunner:
                     yield view
             return
         # Series and instances are ordered by study UID first, whatever order the studies came in.
-        uids = self._matching_studies(c) if c.direct else iter(sorted(self._matching_studies(c)))
-        for study_uid in uids:
+        for study_uid in sorted(self._matching_studies(c)):
             yield from self._series_of(study_uid)
 
     def _series_of(self, study_uid: str) -> Iterator[View]:
@@ -518,7 +518,8 @@ class QueryRunner:
         keyed = []
         for sop_uid in set(self._targets(c)):
             entry = self.r.instance(sop_uid)
-            if entry is None:
+            if entry is None or (self.study_uid is not None and entry["st"] != self.study_uid) or (
+                    self.series_uid is not None and entry["se"] != self.series_uid):
                 continue
             series = self.r.series(entry["se"], entry["st"])
             series_number = number_key(series["v"], "SeriesNumber") if series is not None else b""

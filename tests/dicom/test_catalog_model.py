@@ -221,15 +221,10 @@ class CatalogMachine(RuleBasedStateMachine):
         self.catalog.add_many([CatalogInstance(tenant, version.values, version.oid, 10, "1.2.840.10008.1.2.1",
                                                float(self.oids), "version", role)])
 
-    @rule(tenant=st.sampled_from(TENANTS), sop=st.sampled_from(SOPS), study=st.sampled_from(STUDIES),
-          series=st.sampled_from(SERIES), patient=st.integers(0, len(PATIENTS) - 1),
-          date=st.sampled_from(DATES), time=st.sampled_from(TIMES), modality=st.sampled_from(MODALITIES),
-          number=st.one_of(st.none(), st.integers(1, 5)),
-          series_number=st.one_of(st.none(), st.integers(1, 3)),
-          description=st.sampled_from(("CHEST", "HEAD", "")), current=st.booleans())
-    def add(self, tenant: str, sop: str, study: str, series: str, patient: int, date: str, time: str,
-            modality: str, number: int | None, series_number: int | None, description: str,
-            current: bool) -> None:
+    def _record(self, tenant: str, sop: str, study: str, series: str, patient: int, date: str, time: str,
+                modality: str, number: int | None, series_number: int | None, description: str,
+                current: bool) -> CatalogInstance:
+        """Apply one new version to the model; the record that feeds it to the catalog."""
         values = make_values(sop, study, series, patient, date, time, modality, f"ACC{study[-1]}", number,
                              series_number, description)
         version = Version(self._new_oid(), values)
@@ -239,7 +234,18 @@ class CatalogMachine(RuleBasedStateMachine):
             inst.current = len(inst.versions) - 1
             self.seq += 1
             inst.seq = self.seq
-        self._feed(tenant, sop, version, VersionRole.CURRENT if current else VersionRole.NON_CURRENT)
+        return CatalogInstance(tenant, values, version.oid, 10, "1.2.840.10008.1.2.1", float(self.oids),
+                               "version", VersionRole.CURRENT if current else VersionRole.NON_CURRENT)
+
+    @rule(specs=st.lists(st.tuples(
+        st.sampled_from(TENANTS), st.sampled_from(SOPS), st.sampled_from(STUDIES), st.sampled_from(SERIES),
+        st.integers(0, len(PATIENTS) - 1), st.sampled_from(DATES), st.sampled_from(TIMES),
+        st.sampled_from(MODALITIES), st.one_of(st.none(), st.integers(1, 5)),
+        st.one_of(st.none(), st.integers(1, 3)), st.sampled_from(("CHEST", "HEAD", "")),
+        st.integers(0, 4).map(lambda n: n > 0)), min_size=1, max_size=8))
+    def add(self, specs: list[tuple[Any, ...]]) -> None:
+        """One add_many transaction of several instances (new ones, new versions, non-current ones)."""
+        self.catalog.add_many([self._record(*spec) for spec in specs])
 
     @precondition(lambda self: any(i.current is not None for i in self.model.values()))
     @rule(data=st.data())
@@ -323,9 +329,28 @@ class CatalogMachine(RuleBasedStateMachine):
             assert self.catalog.counts(tenant) == {"patients": len(ref.patients), "studies": len(ref.studies),
                                                    "series": len(ref.series), "instances": len(ref.instances)}
 
-    @rule(tenant=st.sampled_from(TENANTS), data=st.data())
-    def query(self, tenant: str, data: st.DataObject) -> None:
+    @invariant()
+    def every_study_matches(self) -> None:
+        """All studies of each tenant, with their patient and counts, after every step."""
+        for tenant in TENANTS:
+            expected = self._reference(tenant).answer("study", {}, None, None)
+            got = self.catalog.query(tenant, "study", {})
+            assert [_values(r["0020000D"])[0] for r in got] == [uid for uid, _ in expected]
+            for result, (_uid, view) in zip(got, expected, strict=True):
+                for key, keyword in COMPARED.items():
+                    if key in result:
+                        assert _values(result[key]) == list(view.get(keyword, [])), keyword
+
+    @precondition(lambda self: any(i.current is not None for i in self.model.values()))
+    @rule(data=st.data())
+    def query(self, data: st.DataObject) -> None:
+        tenant = data.draw(st.sampled_from(sorted({t for (t, _s), i in self.model.items()
+                                                    if i.current is not None})))
         ref = self._reference(tenant)
+        for _ in range(4):
+            self._one_query(ref, tenant, data)
+
+    def _one_query(self, ref: Reference, tenant: str, data: st.DataObject) -> None:
         level = data.draw(st.sampled_from(("patient", "study", "study", "series", "instance")))
         choices: list[dict[str, str]] = [{}, {"PatientID": "P1"}, {"PatientID": "P1*"},
                                          {"PatientName": "smith*"}, {"PatientName": "SMITH^JOHN"},
