@@ -45,10 +45,10 @@ from mmarchive.dicom.catalog_records import (
 )
 from mmarchive.dicom.catalog_results import (
     IncludeFields,
+    ResultRenderer,
     keywords_of,
     level_and_above,
     result_keywords,
-    to_dicom_json,
 )
 from mmarchive.dicom.catalog_writes import CatalogWriter
 from mmarchive.dicom.matching import CompiledQuery, compile_query
@@ -244,7 +244,8 @@ class Catalog:
         """
         views, _plan, keywords = self._run(tenant, level, constraints, limit, offset, include, fuzzy,
                                            study_uid, series_uid)
-        return [to_dicom_json(view, keywords) for view in views]
+        render = ResultRenderer(keywords).render
+        return [render(view) for view in views]
 
     def explain(self, tenant: str, level: Level | str, constraints: Mapping[str, str], *,
                 limit: int | None = None, fuzzy: bool = False, study_uid: str | None = None,

@@ -447,10 +447,10 @@ class QueryRunner:
                 yield uid
 
     def _from_studies(self, c: _Candidate) -> Iterator[View]:
-        if self.level is Level.STUDY:
+        if self.level is Level.STUDY:  # the study part of the query is the whole query here
             for uid in self._matching_studies(c):
                 view = self.r.study_view(uid)
-                if view is not None and self.query.matches(view):
+                if view is not None:
                     yield view
             return
         # Series and instances are ordered by study UID first, whatever order the studies came in.

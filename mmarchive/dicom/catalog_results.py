@@ -107,14 +107,31 @@ def _json_value(vr: str, value: ScalarValue) -> Any:
     return value
 
 
+_TEXT_VRS: Final = frozenset({"AE", "AS", "CS", "DA", "DT", "LO", "LT", "SH", "ST", "TM", "UC", "UI", "UR",
+                              "UT"})
+
+
 def to_dicom_json(view: Mapping[str, Sequence[ScalarValue]], keywords: Sequence[str]) -> dict[str, Any]:
     """One result as a DICOM JSON object: ``{"0020000D": {"vr": "UI", "Value": [...]}, ...}``."""
-    out: dict[str, Any] = {}
-    for keyword in keywords:
-        attribute = QUERYABLE[keyword]
-        element: dict[str, Any] = {"vr": attribute.vr}
-        values = view.get(keyword)
-        if values:
-            element["Value"] = [_json_value(attribute.vr, v) for v in values]
-        out[f"{attribute.tag:08X}"] = element
-    return out
+    return ResultRenderer(keywords).render(view)
+
+
+class ResultRenderer:
+    """Renders views as DICOM JSON for one list of keywords (tags and VRs looked up once per query)."""
+
+    def __init__(self, keywords: Sequence[str]) -> None:
+        self._fields = [(keyword, f"{QUERYABLE[keyword].tag:08X}", QUERYABLE[keyword].vr,
+                         QUERYABLE[keyword].vr in _TEXT_VRS) for keyword in keywords]
+
+    def render(self, view: Mapping[str, Sequence[ScalarValue]]) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        get = view.get
+        for keyword, tag, vr, text in self._fields:
+            values = get(keyword)
+            if not values:
+                out[tag] = {"vr": vr}
+            elif text:
+                out[tag] = {"vr": vr, "Value": list(values)}
+            else:
+                out[tag] = {"vr": vr, "Value": [_json_value(vr, v) for v in values]}
+        return out

@@ -30,6 +30,7 @@ import difflib
 import re
 from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from functools import lru_cache
 
 from mmarchive.dicom.attributes import BY_KEYWORD, BY_TAG, COMPUTED, Attribute, ScalarValue
 from mmarchive.errors import InvalidInputError
@@ -94,6 +95,7 @@ def person_name_words(value: str) -> tuple[str, ...]:
 
 # -- dates and times ----------------------------------------------------------------------------------
 
+@lru_cache(maxsize=65536)
 def _time_bounds(text: str) -> tuple[int, int] | None:
     """Microseconds since midnight of the first and last instant a (partial) TM value names."""
     m = _TM_RE.match(text)
@@ -119,6 +121,7 @@ def _time_bounds(text: str) -> tuple[int, int] | None:
     return lo, lo + step - 1
 
 
+@lru_cache(maxsize=65536)
 def _date_bounds(text: str) -> tuple[int, int] | None:
     """Days (as microseconds since 0001-01-01) of the first and last instant of a DA value."""
     m = _DA_RE.match(text)
@@ -137,6 +140,7 @@ def _micros(moment: dt.datetime) -> int:
     return (delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds
 
 
+@lru_cache(maxsize=65536)
 def _datetime_bounds(text: str) -> tuple[int, int] | None:
     """First and last instant (microseconds since 0001-01-01, UTC if an offset is given) of a DT value."""
     m = _DT_RE.match(text)
