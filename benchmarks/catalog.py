@@ -12,6 +12,7 @@ from collections.abc import Sequence
 from typing import Final
 
 from benchmarks.bigobject_group import BIGOBJECT_GROUP
+from benchmarks.dicom_ingest_group import DICOM_INGEST_GROUP
 from benchmarks.dicom_query_group import DICOM_QUERY_GROUP
 from benchmarks.harness import BenchmarkGroup
 from benchmarks.ingest_group import INGEST_GROUP
@@ -26,6 +27,7 @@ GROUPS: Final[tuple[BenchmarkGroup, ...]] = (
     READS_GROUP,
     NATIVE_GROUP,
     DICOM_QUERY_GROUP,
+    DICOM_INGEST_GROUP,
 )
 """Every group, in the order `all` runs them (limits first: later groups reuse them)."""
 
