@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import builtins
 import itertools
-import json
 import logging
 import os
 import threading
@@ -54,7 +53,7 @@ from mmarchive.maintenance.gc import collect_garbage
 from mmarchive.maintenance.reindex import rebuild_index, recover_index_directory
 from mmarchive.maintenance.verify import verify_archive
 from mmarchive.objectio import ObjectReader
-from mmarchive.pack.format import RecordKind, pack_name
+from mmarchive.pack.format import RecordKind, encode_metadata, pack_name
 from mmarchive.pack.reader import read_record
 from mmarchive.readahead import ReadAhead
 from mmarchive.records import ArchiveStats, GcReport, ObjectChange, ObjectInfo, VerifyReport
@@ -481,7 +480,7 @@ class Archive:
         return PreparedPart(cid, view, None if known else encode_chunk(self.codecs, cid, view))
 
     def _stage_small(self, prep: _Prepared, tenant: str, group: str,
-                     metadata: dict[str, Any] | None, name: str | None) -> tuple[ObjectInfo, int]:
+                     metadata: bytes | None, name: str | None) -> tuple[ObjectInfo, int]:
         """Stage a prepared small object; ``metadata`` is already plain (see _plain_metadata)."""
         write = self._writer()
         if isinstance(prep, _PartedObject):
@@ -603,7 +602,7 @@ class Archive:
     def _info(self, tenant: str, oid: bytes, entry: ObjectEntry, *, already: bool = False,
               source: str | None = None) -> ObjectInfo:
         return ObjectInfo(tenant=tenant, id=oid.hex(), size=entry.size, created_ns=entry.created_ns,
-                          metadata=entry.metadata, chunk_count=len(entry.chunks),
+                          metadata_json=entry.metadata_json, chunk_count=len(entry.chunks),
                           already_stored=already, source=source, seq=entry.seq)
 
     def stat(self, object_id: str, *, tenant: str = DEFAULT_TENANT) -> ObjectInfo:
@@ -777,11 +776,12 @@ def _metadata(item: PutItem, default: Mapping[str, Any] | None) -> Mapping[str, 
     return item.metadata if item.metadata is not None else default
 
 
-def _plain_metadata(metadata: Mapping[str, Any] | None) -> dict[str, Any] | None:
+def _plain_metadata(metadata: Mapping[str, Any] | None) -> bytes | None:
+    """The metadata as stored (canonical JSON; b"" for an empty mapping), or None to keep what is."""
     if metadata is None:
         return None
     try:
-        return dict(json.loads(json.dumps(dict(metadata))))
+        return encode_metadata(dict(metadata))
     except (TypeError, ValueError) as e:
         raise InvalidInputError(f"metadata must be JSON-serialisable ({e})") from e
 

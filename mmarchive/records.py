@@ -6,6 +6,7 @@ turned into JSON by the CLI, and passed between threads.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from typing import Any, NamedTuple
@@ -19,7 +20,8 @@ class ObjectInfo(NamedTuple):
     id: str  # BLAKE3-256 of the object's bytes, hex
     size: int
     created_ns: int
-    metadata: Mapping[str, Any]
+    #: The metadata as stored: canonical JSON (sorted keys), b"" for none. See :attr:`metadata`.
+    metadata_json: bytes
     chunk_count: int
     #: True when a put found these exact bytes (and metadata) already stored: nothing new was written.
     already_stored: bool = False
@@ -28,10 +30,17 @@ class ObjectInfo(NamedTuple):
     #: The seq of the object's latest change (its place in the change feed, see Archive.changes).
     seq: int = 0
 
+    @property
+    def metadata(self) -> dict[str, Any]:
+        """The metadata kept with the object (decoded on each access; ingest never needs it)."""
+        return json.loads(self.metadata_json) if self.metadata_json else {}
+
     def to_json(self) -> dict[str, Any]:
         d = self._asdict()
-        d["metadata"] = dict(self.metadata)
-        return d
+        del d["metadata_json"]
+        d["metadata"] = self.metadata
+        return {k: d[k] for k in ("tenant", "id", "size", "created_ns", "metadata", "chunk_count",
+                                  "already_stored", "source", "seq")}
 
 
 class ObjectChange(NamedTuple):

@@ -57,7 +57,6 @@ from mmarchive.pack.format import (
     TocEntry,
     Tombstone,
     encode_manifest_payload,
-    encode_metadata,
     pack_name,
 )
 from mmarchive.pack.reader import ScanResult, scan_pack
@@ -349,7 +348,7 @@ class WritePath:
 
     def stage_whole_object(self, tenant: str, group: str, oid: bytes, data: memoryview,
                            chunk: PreparedChunk | None, codecs: CodecSet,
-                           metadata: dict[str, Any] | None,
+                           metadata: bytes | None,
                            seen: IndexView | None = None) -> tuple[ObjectEntry, bool, int]:
         """Stage a one-chunk object (chunk id == object id), using ``seen`` if it is still current.
 
@@ -369,7 +368,7 @@ class WritePath:
 
     def stage_parted_object(self, tenant: str, group: str, oid: bytes, size: int,
                             parts: list[PreparedPart], codecs: CodecSet,
-                            metadata: dict[str, Any] | None,
+                            metadata: bytes | None,
                             seen: IndexView | None = None) -> tuple[ObjectEntry, bool, int]:
         """Stage an object made of the given chunks, in order (the caller chose where they are cut).
 
@@ -381,8 +380,8 @@ class WritePath:
         with self._lock:
             self._check_usable()
             prev, _view = self._current_entry(key, seen)
-            unchanged = prev is not None and prev.live and (
-                metadata is None or encode_metadata(metadata) == prev.metadata_json)
+            unchanged = (prev is not None and prev.live
+                         and (metadata is None or metadata == prev.metadata_json))
             if not unchanged:
                 for part in parts:
                     pkey = scoped_key(tenant, part.cid)
@@ -441,7 +440,7 @@ class WritePath:
         return ObjectEntry.decode(raw) if raw is not None else None
 
     def stage_object(self, tenant: str, group: str, oid: bytes, size: int,
-                     metadata: dict[str, Any] | None, chunks: list[tuple[bytes, int]],
+                     metadata: bytes | None, chunks: list[tuple[bytes, int]],
                      *, prev: ObjectEntry | bool | None = False) -> tuple[ObjectEntry, bool, int]:
         """Stage the manifest of an object whose chunks are staged; return (entry, existed, ticket).
 
@@ -456,10 +455,13 @@ class WritePath:
             return self._stage_manifest(tenant, group, key, oid, size, metadata, chunks, prev)
 
     def _stage_manifest(self, tenant: str, group: str, key: bytes, oid: bytes, size: int,
-                        metadata: dict[str, Any] | None, chunks: list[tuple[bytes, int]],
+                        metadata: bytes | None, chunks: list[tuple[bytes, int]],
                         prev: ObjectEntry | None) -> tuple[ObjectEntry, bool, int]:
-        """The body of stage_object, with the lock held and the current entry looked up."""
-        meta_json = encode_metadata(metadata) if metadata else b""
+        """The body of stage_object, with the lock held and the current entry looked up.
+
+        ``metadata`` is canonical JSON (:func:`encode_metadata`), or None to keep the current one.
+        """
+        meta_json = metadata or b""
         if prev is not None and prev.live and (metadata is None or meta_json == prev.metadata_json):
             pending = self._pending_objects.get(key)
             return prev, True, (pending[1] if pending else 0)
