@@ -228,34 +228,25 @@ def _one_run(folder: Path, ct: GeneratedSet, small: GeneratedSet, run: int, pass
         progress(_describe_pass(again) + f"; pack bytes added {again.pack_bytes - first.pack_bytes:,}")
     finally:
         shutil.rmtree(archive.parent, ignore_errors=True)
-    # CT, compressed (auto), through the API.
-    limit = limit_before(ct)
-    archive = fresh("ct-auto", "auto")
-    try:
-        compressed = dataclasses.replace(api_ingest("CT compressed (auto), API", ct, archive), limit=limit)
-        passes.add(CT_SET, compressed)
-        progress(_describe_pass(compressed) + f"; packs {compressed.pack_bytes / MB:,.0f} MB")
-    finally:
-        shutil.rmtree(archive.parent, ignore_errors=True)
-    # CT, raw, through `mmarchive ingest` in a subprocess.
-    if cli:
-        limit = limit_before(ct)
-        archive = fresh("ct-cli", "none", init=False)
+    def one_pass(kind: str, dataset: str, set_: GeneratedSet, compression: Compression, *,
+                 through_cli: bool = False) -> IngestPass:
+        """The limit, then one ingest of ``set_`` into a fresh archive, recorded and reported."""
+        limit = limit_before(set_)
+        archive = fresh(kind.replace(" ", "-").replace(",", ""), compression, init=not through_cli)
         try:
-            through_cli = dataclasses.replace(cli_ingest("CT raw, CLI", ct, archive, "none"), limit=limit)
-            passes.add(CT_SET, through_cli)
-            progress(_describe_pass(through_cli))
+            measured = (cli_ingest(kind, set_, archive, compression) if through_cli
+                        else api_ingest(kind, set_, archive))
+            measured = dataclasses.replace(measured, limit=limit)
+            passes.add(dataset, measured)
+            return measured
         finally:
             shutil.rmtree(archive.parent, ignore_errors=True)
-    # Small instances, raw, through the API.
-    limit = limit_before(small)
-    archive = fresh("small-raw", "none")
-    try:
-        tiny = dataclasses.replace(api_ingest("small raw, API", small, archive), limit=limit)
-        passes.add(SMALL_SET, tiny)
-        progress(_describe_pass(tiny))
-    finally:
-        shutil.rmtree(archive.parent, ignore_errors=True)
+
+    compressed = one_pass("CT compressed (auto), API", CT_SET, ct, "auto")
+    progress(_describe_pass(compressed) + f"; packs {compressed.pack_bytes / MB:,.0f} MB")
+    if cli:
+        progress(_describe_pass(one_pass("CT raw, CLI", CT_SET, ct, "none", through_cli=True)))
+    progress(_describe_pass(one_pass("small raw, API", SMALL_SET, small, "none")))
 
 
 def _median_limit(measurements: list[LimitMeasurement]) -> LimitMeasurement:
