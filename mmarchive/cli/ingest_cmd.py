@@ -1,6 +1,6 @@
 """``mmarchive ingest PATH...``: store DICOM files (directories recursively) and index them in the catalog.
 
-Files are read and scanned on worker threads, stored through the DICOM layer
+Files are read and scanned (on ``--readers`` threads if asked), stored through the DICOM layer
 (:class:`~mmarchive.dicom.store.DicomStore`) and reported in input order once durable and indexed: one line
 (or JSON line) per file, then a summary by outcome. A progress bar on a terminal shows instances/s and MB/s.
 Files that are not DICOM, damaged or unreadable are reported with the reason and the rest go on; the command
@@ -34,8 +34,9 @@ def register(subparsers: Subparsers) -> None:
                         help="a file whose SOP Instance UID is stored with other bytes: refuse it "
                              "(reject), keep both with the new one current (version, the default), or "
                              "keep only the new one (replace)")
-    parser.add_argument("--workers", type=int, default=None, metavar="N",
-                        help="threads reading and scanning files (default: the number of CPUs)")
+    parser.add_argument("--readers", type=int, default=0, metavar="N",
+                        help="read and scan files on N threads (default 0: in the ingest thread, "
+                             "fastest from local disks; N > 0 helps with slow or network storage)")
     parser.set_defaults(run=run)
 
 
@@ -57,7 +58,7 @@ def run(args: argparse.Namespace, out: Output) -> int:
     start = time.monotonic()
     with DicomStore.open(archive_dir(args), policy=DuplicatePolicy(args.on_duplicate)) as store, \
             out.progress("ingest", len(files)) as progress:
-        for done, result in enumerate(store.ingest(files, tenant=args.tenant, workers=args.workers), 1):
+        for done, result in enumerate(store.ingest(files, tenant=args.tenant, readers=args.readers), 1):
             counts[result.status] += 1
             nbytes += result.size
             if not result.ok:
