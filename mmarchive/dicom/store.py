@@ -50,6 +50,9 @@ log = logging.getLogger(__name__)
 CATALOG_DIR = "dicom-catalog"
 #: The metadata key under which a stored instance says what it is.
 METADATA_KEY = "dicom"
+#: The metadata key of a decision record: a refused file, kept as a small JSON object of its own so that
+#: every decision is in the archive (the file itself is not stored).
+DECISION_KEY = "dicom-decision"
 _CATALOG_FLUSH_ITEMS = 500
 _CATALOG_FLUSH_SECONDS = 0.25
 _DEFLATED = "1.2.840.10008.1.2.1.99"
@@ -115,16 +118,18 @@ class _Described(NamedTuple):
 class _Slot:
     """One input on its way through ingest: resolved at once, or when its object is durable."""
 
-    __slots__ = ("_oid", "described", "reason", "replaces", "result", "status")
+    __slots__ = ("_oid", "decision", "described", "reason", "replaces", "result", "status")
 
     def __init__(self, result: IngestResult | None, described: _Described | None = None,
                  status: IngestStatus = IngestStatus.STORED, reason: str = "",
-                 replaces: str | None = None) -> None:
+                 replaces: str | None = None, decision: dict[str, Any] | None = None) -> None:
         self.result = result
         self.described = described
         self.status = status  # what storing it will mean
         self.reason = reason
         self.replaces = replaces
+        #: A refusal to record in the archive instead of storing the file (see DECISION_KEY).
+        self.decision = decision
         self._oid: str | None = None
 
     def known_as(self, object_id: str) -> None:
@@ -182,6 +187,12 @@ def _identifier_problem(scanned: ScannedInstance) -> str | None:
             return (f"{keyword} {uid[:80]!r} is not a usable UID (1-64 printable ASCII characters); fix "
                     "the file at its source")
     return None
+
+
+def _decision_item(decision: dict[str, Any], name: str) -> PutItem:
+    record = json.dumps(decision, sort_keys=True, separators=(",", ":")).encode()
+    summary = {"sop": decision["sop"], "decision": decision["decision"]}
+    return PutItem(record, metadata={DECISION_KEY: summary}, group="dicom-decisions", name=name)
 
 
 def _read_and_describe(source: IngestSource) -> _Described:
@@ -312,6 +323,9 @@ class DicomStore:
                 if slot.result is None:
                     assert d.scanned is not None and d.data is not None
                     waiting.append(slot)
+                    if slot.decision is not None:  # the refusal is recorded, durably, in its place
+                        yield _decision_item(slot.decision, d.name)
+                        continue
                     staged.add(_uid(d.scanned, "SOPInstanceUID"), slot)
                     yield self._put_item(d, slot)
 
@@ -387,7 +401,12 @@ class DicomStore:
             why = (f"SOP Instance UID {sop} is already stored with other content (object {current}); "
                    "the duplicate policy is 'reject': send it with policy 'version' or 'replace' to keep it")
             log.warning("%s: %s", d.name, why)
-            return _Slot(self._result(d, tenant, IngestStatus.REJECTED, None, error=why))
+            decision = {"decision": "rejected", "policy": str(policy), "reason": why, "source": d.name,
+                        "sop": sop, "study": _uid(d.scanned, "StudyInstanceUID"),
+                        "series": _uid(d.scanned, "SeriesInstanceUID"), "current": current,
+                        "offered": oid, "offered_size": len(d.data),
+                        "at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+            return _Slot(None, d, IngestStatus.REJECTED, "rejected", decision=decision)
         if policy is DuplicatePolicy.REPLACE:
             return _Slot(None, d, IngestStatus.REPLACED, reason or "replace", replaces=current)
         return _Slot(None, d, IngestStatus.NEW_VERSION, reason or "version")
@@ -424,6 +443,8 @@ class DicomStore:
         for slot, info in done:
             d = slot.described
             assert d is not None and d.scanned is not None
+            if slot.decision is not None:
+                continue
             instances.append(CatalogInstance(tenant, d.scanned.values, info.id, info.size,
                                              d.scanned.transfer_syntax, now, slot.reason,
                                              VersionRole.CURRENT))
@@ -434,6 +455,11 @@ class DicomStore:
         for slot, info in done:
             d = slot.described
             assert d is not None and d.scanned is not None
+            if slot.decision is not None:
+                slot.result = self._result(d, tenant, IngestStatus.REJECTED, None,
+                                           error=str(slot.decision["reason"]))
+                slot.described = None
+                continue
             slot.known_as(info.id)  # before the bytes go: the ingest thread may still ask
             staged.remove(_uid(d.scanned, "SOPInstanceUID"), slot)
             if slot.replaces:
@@ -520,6 +546,23 @@ class DicomStore:
 
     def versions(self, sop_uid: str, *, tenant: str = DEFAULT_TENANT) -> list[InstanceVersion]:
         return self.catalog.versions(tenant, sop_uid)
+
+    def decisions(self, *, tenant: str = DEFAULT_TENANT, sop_uid: str | None = None) -> list[dict[str, Any]]:
+        """The refusals recorded in the archive (oldest first), for one instance or all.
+
+        Stored versions and replacements are in :meth:`versions`; what a policy refused is here. This
+        walks the tenant's change feed: an audit query, not a fast path.
+        """
+        out: list[dict[str, Any]] = []
+        after = 0
+        while page := self.archive.changes(tenant=tenant, after=after, limit=1000):
+            for change in page:
+                meta = change.metadata.get(DECISION_KEY)
+                wanted = isinstance(meta, Mapping) and (sop_uid is None or meta.get("sop") == sop_uid)
+                if change.live and wanted:
+                    out.append(json.loads(self.archive.get(change.id, tenant=tenant)))
+            after = page[-1].seq
+        return out
 
     def retrieve(self, sop_uid: str, *, tenant: str = DEFAULT_TENANT, version: int | None = None) -> bytes:
         """The Part 10 file of an instance's current version (or of version number ``version``)."""

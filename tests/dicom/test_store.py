@@ -95,7 +95,14 @@ def test_duplicate_policies(tmp_path: Path, policy: DuplicatePolicy) -> None:
         if policy is DuplicatePolicy.REJECT:
             assert r2.status is IngestStatus.REJECTED and r2.error and "reject" in r2.error
             assert current == first and len(versions) == 1
-            assert store.archive.stats().objects == 1
+            # the file is not stored, but the refusal is, durably, in the archive
+            [decision] = store.decisions(sop_uid=sop)
+            assert decision["decision"] == "rejected" and decision["source"] == "second"
+            assert decision["current"] == r1.object_id and decision["offered_size"] == len(second)
+            assert store.archive.stats().objects == 2  # the first file and the decision record
+            assert not store.archive.exists(decision["offered"])
+            assert store.rebuild_catalog() == 1  # the record is not an instance
+            assert store.catalog.counts("default")["instances"] == 1
         elif policy is DuplicatePolicy.VERSION:
             assert r2.status is IngestStatus.NEW_VERSION
             assert current == second
