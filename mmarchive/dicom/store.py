@@ -9,8 +9,9 @@ alone tell the catalog's story: the catalog follows the archive's change feed an
 between a durable store and its catalog update (:meth:`DicomStore.sync_catalog`).
 
 Duplicates (same SOP Instance UID, other bytes) follow a :class:`DuplicatePolicy`; the default keeps every
-version, the newest current. Every decision is in the catalog's version history (and, for refusals, in the
-result and the log). Corrections write a new header in front of the same pixel value.
+version, the newest current. Every stored version is in the catalog's version history; a refusal is kept
+as a decision record object in the archive (:meth:`DicomStore.decisions`). Corrections write a new header
+in front of the same pixel value.
 """
 
 from __future__ import annotations
