@@ -118,6 +118,9 @@ class ArchiveConfig:
     format: int = 1
     store: StoreConfig = field(default_factory=StoreConfig)
     index: IndexConfig = field(default_factory=IndexConfig)
+    #: Settings of the layers above the store, by layer (``[layers.dicom]``): kept and written back
+    #: as they are; each layer reads and checks its own table.
+    layers: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     def validate(self) -> None:
         if self.format != 1:
@@ -148,10 +151,11 @@ class ArchiveConfig:
             format=int(archive.pop("format", 1)),
             store=_section(StoreConfig, data.get("store", {}), f"{source} [store]"),
             index=_section(IndexConfig, data.get("index", {}), f"{source} [index]"),
+            layers=_layers(data.get("layers", {}), f"{source} [layers]"),
         )
         if archive:
             raise InvalidInputError(f"{source} [archive]: unknown keys {sorted(archive)}")
-        unknown = set(data) - {"archive", "store", "index"}
+        unknown = set(data) - {"archive", "store", "index", "layers"}
         if unknown:
             raise InvalidInputError(f"{source}: unknown sections {sorted(unknown)}")
         cfg.validate()
@@ -164,6 +168,9 @@ class ArchiveConfig:
             lines += ["", f"[{name}]"]
             for f in dataclasses.fields(section):
                 lines.append(f"{f.name} = {_toml_value(f.name, getattr(section, f.name))}")
+        for layer, values in sorted(self.layers.items()):
+            lines += ["", f"[layers.{layer}]"]
+            lines += [f"{key} = {_toml_value('', value)}" for key, value in sorted(values.items())]
         return "\n".join(lines) + "\n"
 
 
@@ -171,7 +178,25 @@ _SIZE_KEYS = {"chunk_threshold", "chunk_min", "chunk_avg", "chunk_max", "pack_si
               "parallel_threshold", "map_size", "commit_bytes"}
 
 
+def _layers(values: Any, where: str) -> dict[str, dict[str, Any]]:
+    """The ``[layers.NAME]`` tables: names and scalar values checked, meanings left to each layer."""
+    if not isinstance(values, dict):
+        raise InvalidInputError(f"{where}: must be tables like [layers.dicom]")
+    out: dict[str, dict[str, Any]] = {}
+    for layer, table in values.items():
+        if not isinstance(table, dict) or not layer.isidentifier():
+            raise InvalidInputError(f"{where}: {layer!r} must be a table named like [layers.dicom]")
+        for key, value in table.items():
+            if not key.isidentifier() or not isinstance(value, (str, int, float, bool)):
+                raise InvalidInputError(f"{where}.{layer}: {key} must be a name with a string, number "
+                                        "or true/false value")
+        out[layer] = dict(table)
+    return out
+
+
 def _toml_value(name: str, value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
     if name in _SIZE_KEYS:
         return f'"{format_size(int(value))}"'
     if isinstance(value, str):

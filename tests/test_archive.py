@@ -212,6 +212,12 @@ def test_config_roundtrip_and_validation(tmp_path: Path) -> None:
         ArchiveConfig.from_dict({"store": {"chunk_avg": "3MiB"}})
     with pytest.raises(InvalidInputError, match="unknown key"):
         ArchiveConfig.from_dict({"store": {"chunk_size": 1}})
+    layered = ArchiveConfig(layers={"dicom": {"on_duplicate": "reject", "strict": True, "n": 2}})
+    assert ArchiveConfig.from_dict(__import__("tomllib").loads(layered.to_toml())) == layered
+    with pytest.raises(InvalidInputError, match="unknown sections"):
+        ArchiveConfig.from_dict({"dicom": {"on_duplicate": "reject"}})
+    with pytest.raises(InvalidInputError, match="layers"):
+        ArchiveConfig.from_dict({"layers": {"dicom": {"policy": [1, 2]}}})
 
 
 def test_group_keeps_objects_in_their_own_packs(archive: Archive) -> None:

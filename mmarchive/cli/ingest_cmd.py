@@ -29,11 +29,11 @@ def register(subparsers: Subparsers) -> None:
                     "it is durable and indexed; files that are not DICOM or are damaged are reported "
                     "with the reason and the others go on (exit code 2 if any failed or was refused).")
     parser.add_argument("paths", nargs="+", metavar="PATH", help="a DICOM file or a directory")
-    parser.add_argument("--on-duplicate", choices=[p.value for p in DuplicatePolicy],
-                        default=DuplicatePolicy.VERSION.value,
+    parser.add_argument("--on-duplicate", choices=[p.value for p in DuplicatePolicy], default=None,
                         help="a file whose SOP Instance UID is stored with other bytes: refuse it "
-                             "(reject), keep both with the new one current (version, the default), or "
-                             "keep only the new one (replace)")
+                             "(reject), keep both with the new one current (version), or keep only the "
+                             "new one (replace); default: on_duplicate of [layers.dicom] in the "
+                             "archive's mmarchive.toml, else version")
     parser.add_argument("--readers", type=int, default=0, metavar="N",
                         help="read and scan files on N threads (default 0: in the ingest thread, "
                              "fastest from local disks; N > 0 helps with slow or network storage)")
@@ -56,7 +56,8 @@ def run(args: argparse.Namespace, out: Output) -> int:
     failed: list[str] = []
     nbytes = 0
     start = time.monotonic()
-    with DicomStore.open(archive_dir(args), policy=DuplicatePolicy(args.on_duplicate)) as store, \
+    policy = DuplicatePolicy(args.on_duplicate) if args.on_duplicate else None
+    with DicomStore.open(archive_dir(args), policy=policy) as store, \
             out.progress("ingest", len(files)) as progress:
         for done, result in enumerate(store.ingest(files, tenant=args.tenant, readers=args.readers), 1):
             counts[result.status] += 1

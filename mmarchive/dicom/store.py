@@ -190,6 +190,27 @@ def _identifier_problem(scanned: ScannedInstance) -> str | None:
     return None
 
 
+class DicomSettings(NamedTuple):
+    """The ``[layers.dicom]`` table of an archive's ``mmarchive.toml``."""
+
+    #: What to do with other bytes for a stored SOP Instance UID (see :class:`DuplicatePolicy`).
+    on_duplicate: DuplicatePolicy = DuplicatePolicy.VERSION
+
+
+def _settings(archive: Archive) -> DicomSettings:
+    table = dict(archive.config.layers.get("dicom", {}))
+    where = f"{archive.path / 'mmarchive.toml'} [layers.dicom]"
+    unknown = set(table) - set(DicomSettings._fields)
+    if unknown:
+        raise InvalidInputError(f"{where}: unknown keys {sorted(unknown)}; known: "
+                                f"{', '.join(DicomSettings._fields)}")
+    try:
+        return DicomSettings(on_duplicate=DuplicatePolicy(table.get("on_duplicate", "version")))
+    except ValueError:
+        raise InvalidInputError(f"{where}: on_duplicate must be one of "
+                                f"{', '.join(p.value for p in DuplicatePolicy)}") from None
+
+
 def _decision_item(decision: dict[str, Any], name: str) -> PutItem:
     record = json.dumps(decision, sort_keys=True, separators=(",", ":")).encode()
     summary = {"sop": decision["sop"], "decision": decision["decision"]}
@@ -219,10 +240,12 @@ def _read_and_describe(source: IngestSource) -> _Described:
 class DicomStore:
     """DICOM instances in an archive, with their catalog. Open with :meth:`open` or wrap an Archive."""
 
-    def __init__(self, archive: Archive, *, policy: DuplicatePolicy = DuplicatePolicy.VERSION,
+    def __init__(self, archive: Archive, *, policy: DuplicatePolicy | None = None,
                  owns_archive: bool = False) -> None:
+        """``policy`` overrides ``on_duplicate`` of the archive's ``[layers.dicom]`` settings."""
         self.archive = archive
-        self.policy = DuplicatePolicy(policy)
+        settings = _settings(archive)
+        self.policy = DuplicatePolicy(policy) if policy is not None else settings.on_duplicate
         self.readonly = archive.readonly
         self._owns_archive = owns_archive
         self._lock = threading.Lock()  # one ingest (or correction, or sync) at a time
@@ -241,7 +264,7 @@ class DicomStore:
 
     @classmethod
     def open(cls, path: str | os.PathLike[str], *, readonly: bool = False,
-             policy: DuplicatePolicy = DuplicatePolicy.VERSION) -> DicomStore:
+             policy: DuplicatePolicy | None = None) -> DicomStore:
         archive = Archive.open(path, readonly=readonly)
         try:
             return cls(archive, policy=policy, owns_archive=True)

@@ -231,3 +231,23 @@ def test_series_metadata_comes_from_headers_alone(store: DicomStore) -> None:
     assert reads and max(reads) < 2000  # only header pieces were read, never the 128 KiB of pixels
     with pytest.raises(NotFoundError):
         store.metadata(generate_uid())
+
+
+def test_duplicate_policy_comes_from_the_archive_config(tmp_path: Path) -> None:
+    from mmarchive.config import ArchiveConfig
+
+    Archive.create(tmp_path / "a", ArchiveConfig(layers={"dicom": {"on_duplicate": "reject"}})).close()
+    text = (tmp_path / "a" / "mmarchive.toml").read_text()
+    assert '[layers.dicom]\non_duplicate = "reject"' in text
+    sop = generate_uid()
+    with DicomStore.open(tmp_path / "a") as store:
+        assert store.policy is DuplicatePolicy.REJECT
+        list(store.ingest([("a", ct_file(sop_uid=sop, patient_name="A^A"))]))
+        [second] = store.ingest([("b", ct_file(sop_uid=sop, patient_name="B^B"))])
+        assert second.status is IngestStatus.REJECTED
+    with DicomStore.open(tmp_path / "a", policy=DuplicatePolicy.VERSION) as store:  # an override
+        [third] = store.ingest([("b", ct_file(sop_uid=sop, patient_name="C^C"))])
+        assert third.status is IngestStatus.NEW_VERSION
+    Archive.create(tmp_path / "bad", ArchiveConfig(layers={"dicom": {"on_duplicat": "x"}})).close()
+    with pytest.raises(InvalidInputError, match="unknown keys"):
+        DicomStore.open(tmp_path / "bad")
