@@ -395,18 +395,23 @@ class Archive:
             while done:
                 yield done.popleft()[0]
 
+    def _look_up_whole(self, views: list[tuple[memoryview, str, tuple[int, ...]]]
+                       ) -> tuple[list[bytes], list[IndexView]]:
+        """The content ids of whole objects and what the index holds for them (one read transaction)."""
+        write = self._write
+        assert write is not None
+        cids = [content_id(view) for view, _tenant, _cuts in views]
+        return cids, write.look_up_many([scoped_key(tenant, cid)
+                                         for cid, (_view, tenant, _cuts) in zip(cids, views, strict=True)])
+
     def _prepare_many(self, views: list[tuple[memoryview, str, tuple[int, ...]]]) -> list[_Prepared]:
         """Hash (and compress unless stored) a batch of small objects, with one index look-up.
 
         Compressing only what is not stored yet makes a resend cost one hash and one look-up.
         """
-        write = self._write
-        assert write is not None
         if any(cuts for _view, _tenant, cuts in views):
             return self._prepare_parted(views)
-        cids = [content_id(view) for view, _tenant, _cuts in views]
-        seen = write.look_up_many([scoped_key(tenant, cid)
-                                   for cid, (_view, tenant, _cuts) in zip(cids, views, strict=True)])
+        cids, seen = self._look_up_whole(views)
         codecs = self.codecs
         return [PreparedPart(cid, view, None if s.chunk_known else encode_chunk(codecs, cid, view), s)
                 for cid, (view, _tenant, _cuts), s in zip(cids, views, seen, strict=True)]
@@ -420,15 +425,11 @@ class Archive:
         work, and zstd does the whole batch in one call without the GIL, so it runs on the pool
         while this thread stages the batches before it.
         """
-        write = self._write
-        assert write is not None
         done: Future[list[_Prepared]] = Future()
         if any(cuts for _view, _tenant, cuts in views):
-            done.set_result(self._prepare_many(views))
+            done.set_result(self._prepare_parted(views))
             return done
-        cids = [content_id(view) for view, _tenant, _cuts in views]
-        seen = write.look_up_many([scoped_key(tenant, cid)
-                                   for cid, (_view, tenant, _cuts) in zip(cids, views, strict=True)])
+        cids, seen = self._look_up_whole(views)
         new = [i for i, s in enumerate(seen) if not s.chunk_known]
         if not new or self.codecs.mode == "none":
             done.set_result(self._prepared_parts(cids, views, seen, new))
@@ -437,6 +438,7 @@ class Archive:
 
     def _prepared_parts(self, cids: list[bytes], views: list[tuple[memoryview, str, tuple[int, ...]]],
                         seen: list[IndexView], new: list[int]) -> list[_Prepared]:
+        """Whole small objects with the records of those at ``new`` encoded in one batch."""
         chunks: list[PreparedChunk | None] = [None] * len(views)
         encoded = encode_small_chunks(self.codecs, [cids[i] for i in new], [views[i][0] for i in new])
         for i, chunk in zip(new, encoded, strict=True):
@@ -445,30 +447,36 @@ class Archive:
                 for cid, (view, _tenant, _cuts), chunk, s in zip(cids, views, chunks, seen, strict=True)]
 
     def _prepare_parted(self, views: list[tuple[memoryview, str, tuple[int, ...]]]) -> list[_Prepared]:
-        """Like :meth:`_prepare_many`, for a batch in which some objects come cut into pieces."""
+        """Like :meth:`_prepare_many`, for a batch in which some objects come cut into pieces.
+
+        One look-up per object key, and one per piece of the cut objects (an uncut object's one
+        piece is the object itself).
+        """
         write = self._write
         assert write is not None
-        object_keys: list[bytes] = []
-        piece_keys: list[bytes] = []
         plans: list[tuple[bytes, list[tuple[bytes, memoryview]]]] = []
-        for view, tenant, cuts in views:
-            oid = content_id(view)
-            pieces = [(oid, view)] if not cuts else [(content_id(p), p) for p in _pieces(view, cuts)]
-            plans.append((oid, pieces))
-            object_keys.append(scoped_key(tenant, oid))
-            piece_keys.extend(scoped_key(tenant, cid) for cid, _p in pieces)
-        objects_seen = write.look_up_many(object_keys)
-        seen = iter(write.look_up_many(piece_keys))
+        for view, _tenant, cuts in views:
+            plans.append((content_id(view),
+                          [(content_id(p), p) for p in _pieces(view, cuts)] if cuts else []))
+        objects_seen = write.look_up_many([scoped_key(tenant, oid)
+                                           for (_v, tenant, _c), (oid, _p) in zip(views, plans, strict=True)])
+        pieces_seen = iter(write.look_up_many([scoped_key(tenant, cid)
+                                               for (_v, tenant, _c), (_o, pieces) in zip(views, plans,
+                                                                                         strict=True)
+                                               for cid, _piece in pieces]))
         codecs = self.codecs
+
+        def prepared(cid: bytes, data: memoryview, s: IndexView) -> PreparedPart:
+            return PreparedPart(cid, data, None if s.chunk_known else encode_chunk(codecs, cid, data), s)
+
         out: list[_Prepared] = []
-        for (view, _tenant, cuts), (oid, pieces), seen_object in zip(views, plans, objects_seen,
-                                                                     strict=True):
-            parts = []
-            for cid, piece in pieces:
-                s = next(seen)
-                parts.append(PreparedPart(cid, piece,
-                                          None if s.chunk_known else encode_chunk(codecs, cid, piece), s))
-            out.append(_PartedObject(oid, len(view), parts, seen_object) if cuts else parts[0])
+        for (view, _tenant, _cuts), (oid, pieces), seen_object in zip(views, plans, objects_seen,
+                                                                      strict=True):
+            if not pieces:
+                out.append(prepared(oid, view, seen_object))
+            else:
+                out.append(_PartedObject(oid, len(view), [prepared(cid, piece, next(pieces_seen))
+                                                          for cid, piece in pieces], seen_object))
         return out
 
     def _prepare_chunk(self, view: memoryview, tenant: str) -> PreparedPart:

@@ -359,10 +359,8 @@ class WritePath:
         with self._lock:
             self._check_usable()
             prev, view = self._current_entry(key, seen)
-            known = view is None or view.chunk_known or key in self._pending_chunks
-            if data and not known:
-                prepared = chunk if chunk is not None else encode_chunk(codecs, oid, data)
-                self._stage_new_chunk(tenant, group, key, oid, prepared)
+            if data and view is not None:  # (no view: the object is staged, so is its chunk)
+                self._stage_chunk_unless_known(tenant, group, oid, data, chunk, codecs, view)
             return self._stage_manifest(tenant, group, key, oid, len(data), metadata,
                                         [(oid, len(data))] if len(data) else [], prev)
 
@@ -384,17 +382,8 @@ class WritePath:
                          and (metadata is None or metadata == prev.metadata_json))
             if not unchanged:
                 for part in parts:
-                    pkey = scoped_key(tenant, part.cid)
-                    if pkey in self._pending_chunks:
-                        continue
-                    if part.seen is not None and part.seen.generation == self._generation:
-                        if part.seen.chunk_known:
-                            continue
-                    elif self.chunk_known(pkey):
-                        continue
-                    prepared = part.chunk if part.chunk is not None else encode_chunk(codecs, part.cid,
-                                                                                     part.view)
-                    self._stage_new_chunk(tenant, group, pkey, part.cid, prepared)
+                    self._stage_chunk_unless_known(tenant, group, part.cid, part.view, part.chunk, codecs,
+                                                   part.seen)
             return self._stage_manifest(tenant, group, key, oid, size, metadata,
                                         [(part.cid, len(part.view)) for part in parts], prev)
 
@@ -405,14 +394,27 @@ class WritePath:
         ``chunk`` is its prepared record, or None when the caller found the chunk stored (``codecs``
         then encodes it should that no longer hold).
         """
-        key = scoped_key(tenant, cid)
         with self._lock:
             self._check_usable()
-            if self.chunk_known(key):
+            self._stage_chunk_unless_known(tenant, group, cid, data, chunk, codecs)
+
+    def _stage_chunk_unless_known(self, tenant: str, group: str, cid: bytes,
+                                  data: bytes | bytearray | memoryview, chunk: PreparedChunk | None,
+                                  codecs: CodecSet, seen: IndexView | None = None) -> None:
+        """Stage chunk ``cid`` unless it is staged or stored (lock held).
+
+        ``seen`` answers "stored?" if it is still current; else the index is asked.
+        """
+        key = scoped_key(tenant, cid)
+        if key in self._pending_chunks:
+            return
+        if seen is not None and seen.generation == self._generation:
+            if seen.chunk_known:
                 return
-            if chunk is None:
-                chunk = encode_chunk(codecs, cid, data)
-            self._stage_new_chunk(tenant, group, key, cid, chunk)
+        elif self.chunk_known(key):
+            return
+        self._stage_new_chunk(tenant, group, key, cid,
+                              chunk if chunk is not None else encode_chunk(codecs, cid, data))
 
     def _stage_new_chunk(self, tenant: str, group: str, key: bytes, cid: bytes,
                          chunk: PreparedChunk) -> None:
