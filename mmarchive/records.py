@@ -39,8 +39,7 @@ class ObjectInfo(NamedTuple):
         d = self._asdict()
         del d["metadata_json"]
         d["metadata"] = self.metadata
-        return {k: d[k] for k in ("tenant", "id", "size", "created_ns", "metadata", "chunk_count",
-                                  "already_stored", "source", "seq")}
+        return d
 
 
 class ObjectChange(NamedTuple):

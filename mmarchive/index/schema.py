@@ -51,7 +51,7 @@ def scoped_key(tenant: str, ident: bytes) -> bytes:
 
 def change_key(tenant: str, seq: int) -> bytes:
     """The key of an object's entry in the change feed: the tenant, then its seq (big-endian u64)."""
-    return tenant.encode() + b"\x00" + seq.to_bytes(8, "big")
+    return scoped_key(tenant, seq.to_bytes(8, "big"))
 
 
 def split_scoped_key(key: bytes) -> tuple[str, bytes]:
