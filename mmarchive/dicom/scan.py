@@ -51,6 +51,8 @@ ParsedBy = Literal["native", "pydicom"]
 
 #: The attributes without which the catalog cannot place an instance.
 REQUIRED_IDENTIFIERS: Final = ("SOPClassUID", "SOPInstanceUID", "StudyInstanceUID", "SeriesInstanceUID")
+#: The identifiers that key the catalog: each must also be a usable UID (see :func:`describe`).
+KEY_IDENTIFIERS: Final = ("StudyInstanceUID", "SeriesInstanceUID", "SOPInstanceUID")
 
 #: pydicom leaves values longer than this unread (it records where they are).
 PYDICOM_DEFER_SIZE: Final = 16 * 1024
@@ -158,8 +160,10 @@ def scan_native(buf: bytes | bytearray | memoryview) -> ScannedInstance | None:
 def describe(buf: bytes | bytearray | memoryview) -> ScannedInstance:
     """Describe a Part 10 file: the native scanner, pydicom when it declines.
 
-    Raises :class:`DicomInputError` when the bytes are not DICOM, are truncated or malformed, or lack one of
-    :data:`REQUIRED_IDENTIFIERS`.
+    Raises :class:`DicomInputError` when the bytes are not DICOM, are truncated or malformed, lack one of
+    :data:`REQUIRED_IDENTIFIERS`, or have a :data:`KEY_IDENTIFIERS` value that cannot key the catalog.
+    Lenient on purpose (systems in the field write UIDs with letters or leading zeros): such a UID must be
+    1-64 printable ASCII characters without a backslash.
     """
     scanned = scan_native(buf)
     if scanned is None:
@@ -173,6 +177,11 @@ def describe(buf: bytes | bytearray | memoryview) -> ScannedInstance:
         raise DicomInputError(
             f"the DICOM file lacks {', '.join(missing)} (absent or empty), so the archive cannot index "
             "it; fix the file at its source or re-export it with these identifiers")
+    for keyword in KEY_IDENTIFIERS:
+        uid = str(values[keyword][0])
+        if not (0 < len(uid) <= 64 and uid.isascii() and uid.isprintable() and "\\" not in uid):
+            raise DicomInputError(f"{keyword} {uid[:80]!r} is not a usable UID (1-64 printable ASCII "
+                                  "characters); fix the file at its source")
     return scanned
 
 

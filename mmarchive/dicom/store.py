@@ -173,23 +173,6 @@ def _uid(scanned: ScannedInstance, keyword: str) -> str:
     return str(values[0]) if values else ""
 
 
-_IDENTIFIERS = ("StudyInstanceUID", "SeriesInstanceUID", "SOPInstanceUID")
-
-
-def _identifier_problem(scanned: ScannedInstance) -> str | None:
-    """Why the file's identifiers cannot key the catalog, or None.
-
-    Lenient on purpose (systems in the field write UIDs with letters or leading zeros): a UID must be
-    1-64 printable ASCII characters without a backslash.
-    """
-    for keyword in _IDENTIFIERS:
-        uid = _uid(scanned, keyword)
-        if not (0 < len(uid) <= 64 and uid.isascii() and uid.isprintable() and "\\" not in uid):
-            return (f"{keyword} {uid[:80]!r} is not a usable UID (1-64 printable ASCII characters); fix "
-                    "the file at its source")
-    return None
-
-
 class DicomSettings(NamedTuple):
     """The ``[layers.dicom]`` table of an archive's ``mmarchive.toml``."""
 
@@ -228,13 +211,9 @@ def _read_and_describe(source: IngestSource) -> _Described:
         except OSError as e:
             return _Described(name, None, None, f"cannot read {name}: {e.strerror or e}")
     try:
-        scanned = describe(data)
+        return _Described(name, data, describe(data), None)
     except DicomInputError as e:
         return _Described(name, None, None, str(e))
-    problem = _identifier_problem(scanned)
-    if problem is not None:
-        return _Described(name, None, None, problem)
-    return _Described(name, data, scanned, None)
 
 
 class DicomStore:
@@ -541,9 +520,6 @@ class DicomStore:
         data = self.archive.get(object_id, tenant=tenant)
         try:
             scanned = describe(data)
-            problem = _identifier_problem(scanned)
-            if problem is not None:
-                raise DicomInputError(problem)
         except DicomInputError as e:  # stored by other means than ingest: leave it out of the catalog
             log.warning("object %s of tenant %s says it is DICOM but cannot be indexed: %s",
                         object_id, tenant, e)

@@ -251,3 +251,14 @@ def test_duplicate_policy_comes_from_the_archive_config(tmp_path: Path) -> None:
     Archive.create(tmp_path / "bad", ArchiveConfig(layers={"dicom": {"on_duplicat": "x"}})).close()
     with pytest.raises(InvalidInputError, match="unknown keys"):
         DicomStore.open(tmp_path / "bad")
+
+
+def test_a_uid_that_cannot_key_the_catalog_is_refused_before_storing(store: DicomStore) -> None:
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        bad = ct_file(study_uid="1." * 40 + "1")  # 81 characters: longer than a UID may be
+    [result] = store.ingest([("long-uid", bad)])
+    assert result.status is IngestStatus.FAILED and "not a usable UID" in (result.error or "")
+    assert store.archive.stats().objects == 0
