@@ -36,6 +36,7 @@ import pydicom
 from pydicom.datadict import tag_for_keyword
 
 from mmarchive.archive import DEFAULT_TENANT, Archive, PutItem
+from mmarchive.atomicwrite import write_atomically
 from mmarchive.dicom.catalog import Catalog
 from mmarchive.dicom.catalog_records import CatalogEntry, CatalogInstance, InstanceVersion, VersionRole
 from mmarchive.dicom.errors import DicomInputError
@@ -582,8 +583,9 @@ class DicomStore:
                series_uid: str | None = None, sop_uid: str | None = None) -> list[Path]:
         """Write the current Part 10 files of a study (or a series, or one instance) under ``out_dir``.
 
-        Files go to ``out_dir/STUDY/SERIES/SOP.dcm``, each written to a temporary name and renamed, so
-        a file that exists is complete. Returns the paths written.
+        Files go to ``out_dir/STUDY/SERIES/SOP.dcm``, each streamed and verified through
+        :func:`~mmarchive.atomicwrite.write_atomically`, so a file that exists is complete. Returns the
+        paths written.
         """
         entries = [e for e in self.catalog.instances(tenant, study_uid, series_uid)
                    if sop_uid is None or e.sop_instance_uid == sop_uid]
@@ -595,12 +597,8 @@ class DicomStore:
             folder = Path(out_dir) / e.study_instance_uid / e.series_instance_uid
             target = folder / f"{e.sop_instance_uid}.dcm"
             target.parent.mkdir(parents=True, exist_ok=True)
-            tmp = target.with_name(target.name + ".part")
-            with open(tmp, "wb") as f:
-                f.write(self.archive.get(e.object_id, tenant=tenant))
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, target)
+            with self.archive.open_object(e.object_id, tenant=tenant) as reader:
+                write_atomically(target, reader.read_chunkwise())
             written.append(target)
         return written
 
