@@ -10,13 +10,12 @@ then exits 2, as it does when the duplicate policy refused a file.
 from __future__ import annotations
 
 import argparse
-import os
 import time
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 
-from mmarchive.cli.session import Output, Subparsers, add_command, archive_dir, human_size
+from mmarchive.cli.session import Output, Subparsers, add_command, archive_dir, files_under, human_size
 from mmarchive.dicom.store import DicomStore, DuplicatePolicy, IngestResult, IngestStatus
 from mmarchive.errors import InvalidInputError
 
@@ -41,13 +40,14 @@ def register(subparsers: Subparsers) -> None:
 
 
 def _files(paths: list[str]) -> Iterator[Path]:
+    """Every input file in order; unreadable ones (and directories that could not be listed) are kept in
+    their place: ingest reports each as failed, with the reason."""
     for arg in paths:
         path = Path(arg)
         if path.is_dir():
-            found = [Path(d) / name for d, _dirs, names in os.walk(path) for name in names]
-            yield from sorted(found)
+            yield from (found for found, _error in files_under(path))
         else:
-            yield path  # a missing file is reported by ingest, in its place
+            yield path
 
 
 def run(args: argparse.Namespace, out: Output) -> int:

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from mmarchive.archive import PutItem
-from mmarchive.cli.session import Output, Subparsers, add_command, human_size, open_archive
+from mmarchive.cli.session import Output, Subparsers, add_command, files_under, human_size, open_archive
 from mmarchive.errors import InvalidInputError
 from mmarchive.records import ObjectInfo
 
@@ -165,20 +165,9 @@ def _expand(args: list[str]) -> Iterator[_Input]:
 
 
 def _walk(root: Path) -> Iterator[_Input]:
-    found: list[tuple[tuple[str, ...], _Input]] = []
-
-    def unreadable(e: OSError) -> None:
-        where = e.filename or str(root)
-        found.append((Path(where).relative_to(root).parts if Path(where).is_relative_to(root) else (),
-                      _Input(str(where), None, _cannot_read(where, e))))
-
-    for dirpath, _dirnames, filenames in os.walk(root, onerror=unreadable):
-        for name in filenames:
-            path = Path(dirpath) / name
-            found.append((path.relative_to(root).parts, _check_file(path, str(path))))
-    found.sort(key=lambda pair: pair[0])
-    for _key, entry in found:
-        yield entry
+    for path, error in files_under(root):
+        yield _check_file(path, str(path)) if error is None else _Input(str(path), None,
+                                                                          _cannot_read(str(path), error))
 
 
 def _check_file(path: Path, name: str) -> _Input:

@@ -99,6 +99,24 @@ def open_archive(args: argparse.Namespace, *, readonly: bool) -> Archive:
     return Archive.open(archive_dir(args), readonly=readonly)
 
 
+def files_under(root: Path) -> list[tuple[Path, OSError | None]]:
+    """Every file under ``root`` in sorted path order, each with None, or a directory that could not be
+    read with its error (in its place in the order). Symlinks to files are followed, to directories not.
+    """
+    found: list[tuple[tuple[str, ...], Path, OSError | None]] = []
+
+    def unreadable(e: OSError) -> None:
+        where = Path(e.filename or root)
+        found.append((where.relative_to(root).parts if where.is_relative_to(root) else (), where, e))
+
+    for dirpath, _dirnames, filenames in os.walk(root, onerror=unreadable):
+        for name in filenames:
+            path = Path(dirpath) / name
+            found.append((path.relative_to(root).parts, path, None))
+    found.sort(key=lambda entry: entry[0])
+    return [(path, error) for _key, path, error in found]
+
+
 # -- formatting -------------------------------------------------------------------------------------
 
 
