@@ -494,7 +494,7 @@ class DicomStore:
         with self._lock:
             marks = self._marks()
             for tenant in self.archive.tenants():
-                after = marks.get(tenant, 0)
+                start = after = marks.get(tenant, 0)
                 while page := self.archive.changes(tenant=tenant, after=after, limit=500):
                     for change in page:
                         meta = change.metadata.get(METADATA_KEY)
@@ -502,6 +502,7 @@ class DicomStore:
                                                                             meta):
                             applied += 1
                     after = page[-1].seq
+                if after != start:  # one mark per tenant: a crash before it only replays idempotent work
                     marks[tenant] = after
                     self.catalog.add_many([], mark=json.dumps(marks, sort_keys=True).encode())
         if applied:
