@@ -10,10 +10,11 @@ from __future__ import annotations
 import os
 import threading
 from collections import OrderedDict
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 
-from mmarchive.errors import IntegrityError, StorageError
+from mmarchive.errors import IntegrityError, InvalidInputError, StorageError
+from mmarchive.tiers.base import StoredPack
 
 PACK_SUFFIX = ".pack"
 #: The name the index records for packs on the archive's own pack directory.
@@ -62,10 +63,14 @@ class LocalPackFile:
 
 
 class LocalTier:
-    """Pack files in one directory tree."""
+    """Pack files in one directory tree (a :class:`mmarchive.tiers.base.Tier`, plus the appending side
+    the write path needs on the tier where new data lands)."""
 
-    def __init__(self, root: Path, *, max_open: int = 256) -> None:
+    kind = "local"
+
+    def __init__(self, root: Path, *, name: str = LOCAL_TIER, max_open: int = 256) -> None:
         self.root = root
+        self.name = name
         self._max_open = max_open
         self._open: OrderedDict[str, int] = OrderedDict()
         self._lock = threading.Lock()
@@ -140,6 +145,47 @@ class LocalTier:
         except FileNotFoundError:
             return
         fsync_directory(path.parent)
+
+    def store(self, pack: str, pieces: Iterable[bytes | memoryview], size: int) -> None:
+        """Write a whole pack through a temporary file, fsync it, rename it into place, fsync the folder."""
+        path = self.path(pack)
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            written = 0
+            with open(tmp, "wb") as f:
+                for piece in pieces:
+                    written += len(piece)
+                    if written > size:
+                        break
+                    f.write(piece)
+                if written == size:
+                    f.flush()
+                    os.fsync(f.fileno())
+            if written != size:
+                raise InvalidInputError(f"pack {pack}: the data given to store had "
+                                        f"{'more than ' if written > size else ''}{written} bytes, "
+                                        f"not {size}; nothing was stored")
+            os.replace(tmp, path)
+            fsync_directory(path.parent)
+        except OSError as e:
+            raise StorageError(f"cannot store pack {pack} in {self.root}: {e.strerror or e}; "
+                               "check the space and permissions of that directory") from e
+        finally:
+            tmp.unlink(missing_ok=True)
+        self.forget(pack)
+
+    def size_of(self, pack: str) -> int | None:
+        try:
+            return self.path(pack).stat().st_size
+        except FileNotFoundError:
+            return None
+
+    def list(self) -> Iterator[StoredPack]:
+        for name in self.names():
+            size = self.size_of(name)
+            if size is not None:
+                yield StoredPack(name, size)
 
     def names(self) -> Iterator[str]:
         if not self.root.exists():
