@@ -62,6 +62,7 @@ from mmarchive.store.chunks import PreparedChunk, content_id, encode_chunk, enco
 from mmarchive.store.codec import CodecSet
 from mmarchive.store.sources import Source, as_bytes, open_source
 from mmarchive.tiers.local import LocalTier, fsync_directory
+from mmarchive.tiers.tierset import TierSet
 from mmarchive.writepath import IndexView, PreparedPart, WritePath
 from mmarchive.writerlock import WriterLock
 
@@ -131,10 +132,12 @@ class Archive:
             self._lock.acquire()
         index: IndexEnv | None = None
         try:
-            self.tier = LocalTier(path / "packs")
+            self.tiers = TierSet(path, config.tiers)
+            #: The tier new packs land on (a local directory).
+            self.tier: LocalTier = self.tiers.landing
             self.codecs = CodecSet(config.store.compression, config.store.zstd_level)
             self.chunker = Chunker(config.store)
-            lost = recover_index_directory(path / "index", self.tier, readonly=readonly)
+            lost = recover_index_directory(path / "index", self.tiers, readonly=readonly)
             self.index = index = IndexEnv(path / "index", config.index, readonly=readonly)
             if lost:
                 log.warning("the index of %s was missing; rebuilding it from the packs", path)
@@ -205,20 +208,22 @@ class Archive:
         if schema is not None and int(schema) > SCHEMA_VERSION:
             raise ArchiveStateError(f"the index in {self.path} has schema {int(schema)}, newer than this "
                                     f"mmarchive reads ({SCHEMA_VERSION}); upgrade mmarchive")
-        if schema == b"1":
-            if self.readonly:
-                raise ArchiveStateError(f"the index in {self.path} predates the change feed (schema 1); "
-                                        "open the archive for writing once to upgrade it")
+        if schema in (b"1", b"2") and not self.readonly:
             db_o, db_ch, db_m = (self.index.db(DB_OBJECTS), self.index.db(DB_CHANGES),
                                  self.index.db(DB_META))
 
-            def add_change_feed(txn: Any) -> None:
-                for key, value in txn.cursor(db=db_o):
-                    tenant, oid = split_scoped_key(key)
-                    txn.put(change_key(tenant, ObjectEntry.decode(value).seq), oid, db=db_ch)
+            def upgrade(txn: Any) -> None:
+                if schema == b"1":  # schema 2 added the change feed; 3 only a database (moves)
+                    for key, value in txn.cursor(db=db_o):
+                        tenant, oid = split_scoped_key(key)
+                        txn.put(change_key(tenant, ObjectEntry.decode(value).seq), oid, db=db_ch)
                 txn.put(META_SCHEMA, str(SCHEMA_VERSION).encode(), db=db_m)
-            self.index.write(add_change_feed)
-            log.info("upgraded the index in %s to schema %d (change feed)", self.path, SCHEMA_VERSION)
+            self.index.write(upgrade)
+            log.info("upgraded the index in %s from schema %s to %d", self.path, schema.decode(),
+                     SCHEMA_VERSION)
+        elif schema == b"1":
+            raise ArchiveStateError(f"the index in {self.path} predates the change feed (schema 1); "
+                                    "open the archive for writing once to upgrade it")
 
     def close(self) -> None:
         """Commit what is staged, release the writer lock and close everything. Idempotent."""
@@ -231,7 +236,7 @@ class Archive:
                     pool.shutdown(wait=True)
             if self._write is not None:
                 self._write.close()
-            self.tier.close()
+            self.tiers.close()
             self.index.close()
         finally:
             if self._lock is not None:
@@ -640,15 +645,30 @@ class Archive:
             data: bytes = reader.readall()
             return data
 
-    def _fetch_chunk(self, tenant: str, cid: bytes, raw_len: int) -> bytes:
+    def _locate_chunk(self, tenant: str, cid: bytes) -> tuple[ChunkEntry, str]:
+        """The chunk's index entry and the tier its pack is on, read in one transaction."""
         with self.index.read() as txn:
             raw = txn.get(scoped_key(tenant, cid), db=self.index.db(DB_CHUNKS))
-        if raw is None:
-            raise IntegrityError(f"chunk {cid.hex()} is not in the index; run `mmarchive verify`, "
-                                 "then `mmarchive reindex`")
-        chunk = ChunkEntry.decode(raw)
+            if raw is None:
+                raise IntegrityError(f"chunk {cid.hex()} is not in the index; run `mmarchive verify`, "
+                                     "then `mmarchive reindex`")
+            chunk = ChunkEntry.decode(raw)
+            pack = txn.get(chunk.record.pack, db=self.index.db(DB_PACKS))
+        return chunk, (PackEntry.decode(pack).tier if pack is not None else self.tier.name)
+
+    def _fetch_chunk(self, tenant: str, cid: bytes, raw_len: int) -> bytes:
+        chunk, tier_name = self._locate_chunk(tenant, cid)
         name = pack_name(chunk.record.pack)
-        with self.tier.reader(name) as src:
+        try:
+            src = self.tiers.get(tier_name).reader(name)
+        except IntegrityError:
+            # The pack may have moved to another tier since the look-up (and its old copy been
+            # removed after the move's grace period): look again once.
+            chunk, again = self._locate_chunk(tenant, cid)
+            if again == tier_name:
+                raise
+            src = self.tiers.get(again).reader(pack_name(chunk.record.pack))
+        with src:
             head, payload = read_record(src, chunk.record.offset, chunk.record.stored_len,
                                         kind=RecordKind.CHUNK, rid=cid)
         if head.raw_len != raw_len:

@@ -8,6 +8,7 @@ It knows nothing of packs, the index or the CLI.
 from __future__ import annotations
 
 import dataclasses
+import datetime
 import re
 import tomllib
 import uuid
@@ -110,6 +111,87 @@ class IndexConfig:
             raise InvalidInputError("index commit_objects and commit_bytes must be positive")
 
 
+#: The tier an archive has when its config declares none: the ``packs`` directory inside it.
+DEFAULT_TIER_NAME = "local"
+TIER_KINDS = ("local", "s3")
+_TIER_NAME_RE = re.compile(r"^[a-z0-9][a-z0-9_-]{0,31}$")
+_S3_KEYS = {"bucket", "prefix", "endpoint_url", "region", "part_size", "max_attempts"}
+
+
+@dataclass(frozen=True)
+class TierConfig:
+    """One ``[tiers.NAME]`` table: a place packs live. Tiers are listed from hottest to coldest."""
+
+    name: str = DEFAULT_TIER_NAME
+    kind: str = "local"
+    #: ``local``: the directory of the packs, relative to the archive directory unless absolute.
+    path: str = "packs"
+    #: Bytes the tier may hold (0: not limited); with ``high_water``, when capacity rules move data down.
+    capacity: int = 0
+    #: Fraction of ``capacity`` above which the least recently used eligible data moves down.
+    high_water: float = 0.9
+    #: ``s3``: bucket, prefix, endpoint_url, region, part_size, max_attempts (credentials come from
+    #: boto3's usual sources, never from this file).
+    options: dict[str, Any] = field(default_factory=dict)
+
+    def validate(self) -> None:
+        where = f"[tiers.{self.name}]"
+        if not _TIER_NAME_RE.match(self.name):
+            raise InvalidInputError(f"{where}: tier names are 1-32 lowercase letters, digits, '_' or '-'")
+        if self.kind not in TIER_KINDS:
+            raise InvalidInputError(f"{where}: kind must be one of {', '.join(TIER_KINDS)}, "
+                                    f"not {self.kind!r}")
+        if self.kind == "local" and (not self.path or self.options):
+            raise InvalidInputError(f"{where}: a local tier takes a path (and no S3 keys "
+                                    f"{sorted(self.options)})")
+        if self.kind == "s3":
+            unknown = set(self.options) - _S3_KEYS
+            if unknown or not self.options.get("bucket"):
+                raise InvalidInputError(f"{where}: an s3 tier needs bucket (and may have "
+                                        f"{', '.join(sorted(_S3_KEYS - {'bucket'}))})"
+                                        + (f"; unknown keys {sorted(unknown)}" if unknown else ""))
+        if self.capacity < 0 or not 0.0 < self.high_water <= 1.0:
+            raise InvalidInputError(f"{where}: capacity must be >= 0 and high_water in (0, 1]")
+
+    def to_table(self) -> dict[str, Any]:
+        table: dict[str, Any] = {"kind": self.kind}
+        if self.kind == "local":
+            table["path"] = self.path
+        table.update(self.options)
+        if self.capacity:
+            table["capacity"] = format_size(self.capacity) if self.capacity % KiB == 0 else self.capacity
+            table["high_water"] = self.high_water
+        return table
+
+
+def _tiers(values: Any, where: str) -> tuple[TierConfig, ...]:
+    if not isinstance(values, dict):
+        raise InvalidInputError(f"{where}: tiers are tables like [tiers.ssd]")
+    out = []
+    for name, table in values.items():
+        if not isinstance(table, dict):
+            raise InvalidInputError(f"{where}: {name!r} must be a table named like [tiers.ssd]")
+        table = dict(table)
+        kind = str(table.pop("kind", "local"))
+        path = str(table.pop("path", "packs" if kind == "local" else ""))
+        try:
+            capacity = parse_size(table.pop("capacity", 0))
+            high_water = float(table.pop("high_water", 0.9))
+        except (TypeError, ValueError) as e:
+            raise InvalidInputError(f"{where}.{name}: capacity or high_water is not a number: {e}") from e
+        if "part_size" in table:
+            table["part_size"] = parse_size(table["part_size"])
+        tier = TierConfig(str(name), kind, path if kind == "local" else "", capacity, high_water, table)
+        tier.validate()
+        out.append(tier)
+    if not out:
+        raise InvalidInputError(f"{where}: declare at least one tier, or leave [tiers] out")
+    if out[0].kind != "local":
+        raise InvalidInputError(f"{where}: the first tier ({out[0].name}) is where new data lands and "
+                                "must be local; list tiers from hottest to coldest")
+    return tuple(out)
+
+
 @dataclass(frozen=True)
 class ArchiveConfig:
     """The whole ``mmarchive.toml``."""
@@ -121,6 +203,11 @@ class ArchiveConfig:
     #: Settings of the layers above the store, by layer (``[layers.dicom]``): kept and written back
     #: as they are; each layer reads and checks its own table.
     layers: dict[str, dict[str, Any]] = field(default_factory=dict)
+    #: Where packs live, hottest first; new data lands on the first (a local directory).
+    tiers: tuple[TierConfig, ...] = (TierConfig(),)
+    #: The ``[lifecycle]`` table (policy rules, move grace period): kept as written; the lifecycle
+    #: package reads and checks it.
+    lifecycle: dict[str, Any] = field(default_factory=dict)
 
     def validate(self) -> None:
         if self.format != 1:
@@ -129,6 +216,18 @@ class ArchiveConfig:
                 "upgrade mmarchive")
         self.store.validate()
         self.index.validate()
+        names = [t.name for t in self.tiers]
+        if len(set(names)) != len(names) or not self.tiers or self.tiers[0].kind != "local":
+            raise InvalidInputError("tiers: names must be unique and the first tier local")
+        for tier in self.tiers:
+            tier.validate()
+
+    def tier(self, name: str) -> TierConfig:
+        for t in self.tiers:
+            if t.name == name:
+                return t
+        raise InvalidInputError(f"no tier named {name!r}; this archive has "
+                                f"{', '.join(t.name for t in self.tiers)}")
 
     # -- TOML round trip ---------------------------------------------------------------------------
 
@@ -152,10 +251,12 @@ class ArchiveConfig:
             store=_section(StoreConfig, data.get("store", {}), f"{source} [store]"),
             index=_section(IndexConfig, data.get("index", {}), f"{source} [index]"),
             layers=_layers(data.get("layers", {}), f"{source} [layers]"),
+            tiers=_tiers(data["tiers"], f"{source} [tiers]") if "tiers" in data else (TierConfig(),),
+            lifecycle=_plain_table(data.get("lifecycle", {}), f"{source} [lifecycle]"),
         )
         if archive:
             raise InvalidInputError(f"{source} [archive]: unknown keys {sorted(archive)}")
-        unknown = set(data) - {"archive", "store", "index", "layers"}
+        unknown = set(data) - {"archive", "store", "index", "layers", "tiers", "lifecycle"}
         if unknown:
             raise InvalidInputError(f"{source}: unknown sections {sorted(unknown)}")
         cfg.validate()
@@ -171,11 +272,15 @@ class ArchiveConfig:
         for layer, values in sorted(self.layers.items()):
             lines += ["", f"[layers.{layer}]"]
             lines += [f"{key} = {_toml_value('', value)}" for key, value in sorted(values.items())]
+        for tier in self.tiers:
+            lines += ["", f"[tiers.{tier.name}]"]
+            lines += [f"{key} = {_toml_value(key, value)}" for key, value in tier.to_table().items()]
+        lines += _toml_table_lines("lifecycle", self.lifecycle)
         return "\n".join(lines) + "\n"
 
 
 _SIZE_KEYS = {"chunk_threshold", "chunk_min", "chunk_avg", "chunk_max", "pack_size",
-              "parallel_threshold", "map_size", "commit_bytes"}
+              "parallel_threshold", "map_size", "commit_bytes", "part_size"}
 
 
 def _layers(values: Any, where: str) -> dict[str, dict[str, Any]]:
@@ -194,7 +299,40 @@ def _layers(values: Any, where: str) -> dict[str, dict[str, Any]]:
     return out
 
 
+def _plain_table(values: Any, where: str) -> dict[str, Any]:
+    if not isinstance(values, dict):
+        raise InvalidInputError(f"{where}: must be a table")
+    return dict(values)
+
+
+def _toml_table_lines(name: str, table: dict[str, Any]) -> list[str]:
+    """TOML for a table of scalars, lists, inline-able tables and arrays of tables (``[[name.rule]]``)."""
+    if not table:
+        return []
+    scalars = {k: v for k, v in table.items()
+               if not isinstance(v, dict) and not _is_table_array(v)}
+    lines = ["", f"[{name}]"] + [f"{k} = {_toml_value('', v)}" for k, v in scalars.items()]
+    for key, value in table.items():
+        if isinstance(value, dict):
+            lines += _toml_table_lines(f"{name}.{key}", value)
+        elif _is_table_array(value):
+            for item in value:
+                lines += ["", f"[[{name}.{key}]]"]
+                lines += [f"{k} = {_toml_value('', v)}" for k, v in item.items()]
+    return lines
+
+
+def _is_table_array(value: Any) -> bool:
+    return isinstance(value, list) and bool(value) and all(isinstance(v, dict) for v in value)
+
+
 def _toml_value(name: str, value: Any) -> str:
+    if isinstance(value, dict):
+        return "{ " + ", ".join(f"{k} = {_toml_value('', v)}" for k, v in value.items()) + " }"
+    if isinstance(value, list):
+        return "[" + ", ".join(_toml_value("", v) for v in value) + "]"
+    if isinstance(value, (datetime.date, datetime.time)):
+        return value.isoformat()
     if isinstance(value, bool):
         return "true" if value else "false"
     if name in _SIZE_KEYS:

@@ -63,7 +63,8 @@ from mmarchive.pack.reader import ScanResult, scan_pack
 from mmarchive.pack.writer import PackWriter, write_all
 from mmarchive.store.chunks import PreparedChunk, encode_chunk
 from mmarchive.store.codec import CodecSet
-from mmarchive.tiers.local import LOCAL_TIER, LocalTier
+from mmarchive.tiers.base import Tier
+from mmarchive.tiers.local import LocalTier
 
 log = logging.getLogger(__name__)
 
@@ -124,7 +125,7 @@ class _ActivePack:
     pack_id: bytes
 
 
-def finish_deletion(index: IndexEnv, tier: LocalTier, pack_id: bytes) -> None:
+def finish_deletion(index: IndexEnv, tier: Tier, pack_id: bytes) -> None:
     """Unlink a pack that the index marks as being deleted, then forget it in the index."""
     tier.remove(pack_name(pack_id))
 
@@ -172,7 +173,8 @@ class WritePath:
         with self.index.read() as txn:
             packs = [(k, PackEntry.decode(v)) for k, v in txn.cursor(db=self.index.db(DB_PACKS))]
         for pack_id, entry in packs:
-            if entry.deleting:  # a gc replaced it and was stopped before the unlink
+            # A gc replaced it and was stopped before the unlink (gc finishes those on other tiers).
+            if entry.deleting and entry.tier == self.tier.name:
                 finish_deletion(self.index, self.tier, pack_id)
         for pack_id, entry in packs:
             if entry.state != PACK_OPEN:
@@ -273,7 +275,7 @@ class WritePath:
         """Register a new pack in the index (open, length 0), then create its file."""
         pack_id = secrets.token_bytes(16)
         now = time.time_ns()
-        entry = PackEntry(PACK_OPEN, 0, 0, 0, now, LOCAL_TIER, tenant, group)
+        entry = PackEntry(PACK_OPEN, 0, 0, 0, now, self.tier.name, tenant, group)
         self.index.write(lambda txn: txn.put(pack_id, entry.encode(), db=self.index.db(DB_PACKS)))
         fd = self.tier.create(pack_name(pack_id))
         return pack_id, PackWriter.create(fd, PackHeader(pack_id, tenant, group, now),

@@ -21,7 +21,7 @@ import lmdb
 
 from mmarchive.config import IndexConfig
 from mmarchive.errors import ArchiveStateError, StorageError
-from mmarchive.index.schema import ALL_DBS
+from mmarchive.index.schema import ALL_DBS, LATER_DBS
 
 T = TypeVar("T")
 
@@ -144,6 +144,8 @@ def _open_dbs(env: Any, path: Path, readonly: bool, names: tuple[bytes, ...]) ->
                 # Without an explicit txn py-lmdb commits its read txn, so the handle persists.
                 dbs[name] = env.open_db(name, create=False)
             except lmdb.NotFoundError as e:
+                if name in LATER_DBS:
+                    continue
                 raise StorageError(f"the index at {path} lacks database {name.decode()}; "
                                    "run `mmarchive reindex`") from e
     else:
@@ -193,7 +195,11 @@ class IndexEnv:
                                     "not cross a fork: open the archive again in the child process")
 
     def db(self, name: bytes) -> Any:
-        return self.dbs[name]
+        try:
+            return self.dbs[name]
+        except KeyError:
+            raise StorageError(f"the index at {self.path} has no {name.decode()} database yet (it "
+                               "predates it); open the archive for writing once to upgrade it") from None
 
     def read(self) -> _ReadTxn:
         """A short read-only transaction (a context manager yielding the lmdb transaction)."""

@@ -16,7 +16,7 @@ from typing import Any, NamedTuple
 from mmarchive.errors import InvalidInputError
 from mmarchive.pack.format import ID_LEN, PACK_ID_LEN
 
-SCHEMA_VERSION = 2  # 2: the change feed (DB_CHANGES)
+SCHEMA_VERSION = 3  # 2: the change feed (DB_CHANGES); 3: pack moves between tiers (DB_MOVES)
 
 DB_OBJECTS = b"objects"
 DB_CHUNKS = b"chunks"
@@ -24,7 +24,11 @@ DB_PACKS = b"packs"
 DB_TENANTS = b"tenants"
 DB_META = b"meta"
 DB_CHANGES = b"changes"
-ALL_DBS = (DB_OBJECTS, DB_CHUNKS, DB_PACKS, DB_TENANTS, DB_META, DB_CHANGES)
+DB_MOVES = b"moves"
+ALL_DBS = (DB_OBJECTS, DB_CHUNKS, DB_PACKS, DB_TENANTS, DB_META, DB_CHANGES, DB_MOVES)
+#: Databases added after schema 2: a read-only open of an older index goes on without them (they are
+#: created by the first writable open).
+LATER_DBS = (DB_MOVES,)
 
 META_SCHEMA = b"schema"
 META_SEQ = b"seq"
@@ -189,6 +193,33 @@ class PackEntry:
         tenant = bytes(buf[o + lt:o + lt + lte]).decode()
         group = bytes(buf[o + lt + lte:o + lt + lte + lg]).decode()
         return PackEntry(state, length, live, records, created, tier, tenant, group)
+
+
+# -- pack moves -----------------------------------------------------------------------------------------
+MOVE_COPYING = "copying"    # the copy to the target may be partial; the index still reads the source
+MOVE_SWITCHED = "switched"  # the index reads the target; the source copy waits out the grace period
+
+
+@dataclass(frozen=True)
+class MoveEntry:
+    """A pack move between tiers that has started and not finished (key: the pack id)."""
+
+    source: str
+    target: str
+    phase: str
+    started_ns: int
+    #: When the source copy may be removed (phase switched).
+    release_after_ns: int = 0
+
+    def encode(self) -> bytes:
+        return json.dumps({"source": self.source, "target": self.target, "phase": self.phase,
+                           "started_ns": self.started_ns,
+                           "release_after_ns": self.release_after_ns}).encode()
+
+    @staticmethod
+    def decode(buf: bytes) -> MoveEntry:
+        d = json.loads(bytes(buf))
+        return MoveEntry(d["source"], d["target"], d["phase"], d["started_ns"], d["release_after_ns"])
 
 
 # -- tenants ------------------------------------------------------------------------------------------

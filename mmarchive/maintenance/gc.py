@@ -39,9 +39,10 @@ from mmarchive.pack.format import (
     pack_id_from_name,
     pack_name,
 )
-from mmarchive.pack.reader import ScanResult, read_header, read_record, scan_pack
+from mmarchive.pack.reader import ScanResult, read_header, read_record, scan_pack, windowed
+from mmarchive.pack.transfer import copy_pack
 from mmarchive.records import GcReport
-from mmarchive.tiers.local import LocalTier
+from mmarchive.tiers.base import Tier
 from mmarchive.writepath import finish_deletion
 
 if TYPE_CHECKING:
@@ -61,6 +62,11 @@ def collect_garbage(archive: Archive, *, repack_below: float,
     write = archive._write
     assert write is not None
     write.seal_all()
+    with archive.index.read() as txn:
+        stopped = [(k, PackEntry.decode(v)) for k, v in txn.cursor(db=archive.index.db(DB_PACKS))]
+    for pack_id, entry in stopped:  # deletions on colder tiers that a crash interrupted
+        if entry.deleting:
+            finish_deletion(archive.index, archive.tiers.get(entry.tier), bytes(pack_id))
     report = GcReport()
     report.bytes_before = _total_pack_bytes(archive)
     for round_ in range(2):  # the second round collects what the first made droppable (tombstones)
@@ -120,7 +126,7 @@ def _repack(archive: Archive, pack_id: bytes, entry: PackEntry, records: _PackRe
         (RecordKind.MANIFEST if o.live else RecordKind.TOMBSTONE, o.record, key[-32:])
         for key, o in records.objects]
     try:
-        with archive.tier.reader(name) as src:
+        with windowed(archive.tiers.get(entry.tier).reader(name)) as src:
             for kind, loc, rid in sorted(todo, key=lambda t: t[1].offset):
                 head, payload = read_record(src, loc.offset, loc.stored_len, kind=kind, rid=rid)
                 off = writer.append(head.kind, head.codec, head.id, head.raw_len, payload,
@@ -138,7 +144,14 @@ def _repack(archive: Archive, pack_id: bytes, entry: PackEntry, records: _PackRe
                              f"({'; '.join(scan.problems or ['record count mismatch'])}); the old pack is "
                              "kept", pack=pack_name(new_id))
     live_new = sum(RECORD_HEADER_LEN + loc.stored_len for loc in moves.values())
-    return _switch(archive, pack_id, (new_id, size, live_new, len(moves)), moves, records)
+    if entry.tier != archive.tier.name:
+        # The old pack lives on a colder tier: so does its replacement (copied there and verified
+        # before the switch; the landing tier's copy goes once the index reads the target's).
+        copy_pack(archive.tier, archive.tiers.get(entry.tier), pack_name(new_id), size)
+    dropped = _switch(archive, pack_id, (new_id, size, live_new, len(moves)), moves, records)
+    if entry.tier != archive.tier.name:
+        archive.tier.remove(pack_name(new_id))
+    return dropped
 
 
 def _switch(archive: Archive, old_id: bytes, new: tuple[bytes, int, int, int] | None,
@@ -185,14 +198,16 @@ def _switch(archive: Archive, old_id: bytes, new: tuple[bytes, int, int, int] | 
         if new is not None:
             new_id, size, live_new, count = new
             txn.put(new_id, replace(old, state=PACK_SEALED, length=size, live_bytes=live_new,
-                                    records=count).encode(), db=db_p)
+                                    records=count).encode(), db=db_p)  # on the old pack's tier
         # The old pack stays listed, as being deleted, until its file is gone: a crash before the
         # unlink leaves a pack the next open (or gc) finishes deleting, never an unknown file.
         txn.put(old_id, replace(old, state=PACK_DELETING, live_bytes=0).encode(), db=db_p)
         return dropped
 
+    with index.read() as txn:
+        tier = PackEntry.decode(txn.get(old_id, db=index.db(DB_PACKS))).tier
     dropped: int = index.write(apply)
-    finish_deletion(index, archive.tier, old_id)
+    finish_deletion(index, archive.tiers.get(tier), old_id)
     return dropped
 
 
@@ -202,7 +217,7 @@ def _drop_unneeded_tombstones(archive: Archive) -> None:
     Every pack file that reindex would read counts, known to the index or not; a pack that cannot be
     read is assumed to hold any manifest of its tenant (nothing of that tenant is dropped).
     """
-    index, tier = archive.index, archive.tier
+    index = archive.index
     with index.read() as txn:
         known = {k: PackEntry.decode(v) for k, v in txn.cursor(db=index.db(DB_PACKS))}
         deleted = [(k, ObjectEntry.decode(v)) for k, v in txn.cursor(db=index.db(DB_OBJECTS))
@@ -211,13 +226,13 @@ def _drop_unneeded_tombstones(archive: Archive) -> None:
         return
     manifests: set[tuple[str, bytes]] = set()
     unsure: set[str] = set()
-    for name in tier.names():
+    for tier_name, name in _stored_packs(archive):
         pack_id = pack_id_from_name(name)
         if pack_id is None:
             continue  # reindex ignores files not named by a pack id
         entry = known.get(pack_id)
         try:
-            tenant, ids = _manifest_ids(tier, name)
+            tenant, ids = _manifest_ids(archive.tiers.get(tier_name), name)
         except IntegrityError:
             if entry is None:
                 return  # an unreadable pack of unknown tenant: drop nothing this time
@@ -241,7 +256,13 @@ def _drop_unneeded_tombstones(archive: Archive) -> None:
     index.write(apply)
 
 
-def _manifest_ids(tier: LocalTier, name: str) -> tuple[str, list[bytes]]:
+def _stored_packs(archive: Archive) -> list[tuple[str, str]]:
+    """(tier, pack name) of every pack file on every tier (a pack on two tiers is listed twice)."""
+    return [(tier_name, stored.name) for tier_name in archive.tiers.names
+            for stored in archive.tiers.get(tier_name).list()]
+
+
+def _manifest_ids(tier: Tier, name: str) -> tuple[str, list[bytes]]:
     """(tenant, ids of every manifest record) of one pack file: from its TOC, or by scanning it."""
     with tier.reader(name) as src:
         header = read_header(src)

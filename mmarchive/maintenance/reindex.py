@@ -48,8 +48,9 @@ from mmarchive.pack.format import (
     encode_metadata,
     pack_id_from_name,
 )
-from mmarchive.pack.reader import ScanResult, scan_pack
-from mmarchive.tiers.local import LOCAL_TIER, LocalTier, fsync_directory
+from mmarchive.pack.reader import ScanResult, scan_pack, windowed
+from mmarchive.tiers.local import fsync_directory
+from mmarchive.tiers.tierset import TierSet
 
 if TYPE_CHECKING:
     from mmarchive.archive import Archive
@@ -63,12 +64,13 @@ class _PackFacts:
     sealed: bool
     length: int
     records: int
+    tier: str
 
 
-def recover_index_directory(index_dir: Path, tier: LocalTier, *, readonly: bool) -> bool:
+def recover_index_directory(index_dir: Path, tiers: TierSet, *, readonly: bool) -> bool:
     """Finish or undo a reindex that was stopped, before the index is opened.
 
-    Returns True when there is no index but the tier holds packs: the caller must rebuild it (a
+    Returns True when there is no index but a tier holds packs: the caller must rebuild it (a
     writer does so at once; a read-only open is refused).
     """
     new_dir = _rebuild_dir(index_dir)
@@ -79,7 +81,9 @@ def recover_index_directory(index_dir: Path, tier: LocalTier, *, readonly: bool)
             fsync_directory(index_dir.parent)
         shutil.rmtree(new_dir, ignore_errors=True)
         shutil.rmtree(old_dir, ignore_errors=True)
-    if (index_dir / "data.mdb").exists() or next(tier.names(), None) is None:
+    if (index_dir / "data.mdb").exists():
+        return False
+    if not any(next(iter(tiers.get(name).list()), None) is not None for name in tiers.names):
         return False
     if readonly:
         raise NotFoundError(f"the archive at {index_dir.parent} has no index; open it for writing "
@@ -106,15 +110,23 @@ def rebuild_index(archive: Archive, *, progress: Callable[[int, int], None] | No
     chunks: dict[bytes, tuple[RecordLocation, int, int]] = {}  # key -> (loc, raw_len, codec)
     winners: dict[bytes, tuple[int, RecordLocation, Manifest | Tombstone]] = {}
     max_seq = 0
-    names = [n for n in archive.tier.names() if pack_id_from_name(n) is not None]
-    for done, name in enumerate(names):
+    # Every tier is listed, hottest first; a pack found on several (a move whose source was not yet
+    # removed, a replica) is read from the hottest copy and recorded there.
+    names: list[tuple[str, str]] = []
+    seen: set[str] = set()
+    for tier_name in archive.tiers.names:
+        for stored in archive.tiers.get(tier_name).list():
+            if pack_id_from_name(stored.name) is not None and stored.name not in seen:
+                seen.add(stored.name)
+                names.append((tier_name, stored.name))
+    for done, (tier_name, name) in enumerate(names):
         if progress is not None:
             progress(done, len(names))
         pack_id = bytes.fromhex(name)
         scan = ScanResult()
         last_end = 0
         records = 0
-        with archive.tier.reader(name) as src:
+        with windowed(archive.tiers.get(tier_name).reader(name)) as src:
             for rec in scan_pack(src, scan):
                 h = rec.header
                 if scan.header is None or scan.header.pack_id != pack_id:
@@ -144,7 +156,7 @@ def rebuild_index(archive: Archive, *, progress: Callable[[int, int], None] | No
                                      "remove it before reindexing", pack=name)
             length = src.size() if scan.sealed else max(last_end, len(header.encode()))
         packs[pack_id] = _PackFacts(header.tenant, header.group, header.created_ns, scan.sealed,
-                                    length, records)
+                                    length, records, tier_name)
 
     refs: dict[bytes, int] = {}
     live: dict[bytes, int] = {}
@@ -179,7 +191,7 @@ def rebuild_index(archive: Archive, *, progress: Callable[[int, int], None] | No
                 totals[tenant] = t.plus(TenantTotals(0, 0, 1, raw_len, loc.stored_len))
         for pack_id, f in packs.items():
             txn.put(pack_id, PackEntry(PACK_SEALED if f.sealed else PACK_OPEN, f.length,
-                                       live.get(pack_id, 0), f.records, f.created_ns, LOCAL_TIER,
+                                       live.get(pack_id, 0), f.records, f.created_ns, f.tier,
                                        f.tenant, f.group).encode(), db=env.db(DB_PACKS))
         for tenant, t in totals.items():
             txn.put(tenant.encode(), t.encode(), db=env.db(DB_TENANTS))

@@ -36,6 +36,9 @@ class LocalPackFile:
     any time; close it (or use it as a context manager) when done.
     """
 
+    #: Positional reads of a local file need no read-ahead window (:func:`mmarchive.pack.reader.windowed`).
+    cheap_reads = True
+
     def __init__(self, name: str, fd: int) -> None:
         self.name = name
         self._fd = fd
@@ -182,19 +185,25 @@ class LocalTier:
             return None
 
     def list(self) -> Iterator[StoredPack]:
-        for name in self.names():
-            size = self.size_of(name)
-            if size is not None:
-                yield StoredPack(name, size)
+        for name, path in self._files():
+            try:
+                yield StoredPack(name, path.stat().st_size)
+            except FileNotFoundError:
+                continue  # removed while listing
 
     def names(self) -> Iterator[str]:
+        for name, _path in self._files():
+            yield name
+
+    def _files(self) -> Iterator[tuple[str, Path]]:
+        """Every ``*.pack`` file in the fan-out folders (a stray file keeps the name it has)."""
         if not self.root.exists():
             return
         for sub in sorted(self.root.iterdir()):
             if sub.is_dir() and len(sub.name) == 2:
                 for f in sorted(sub.iterdir()):
-                    if f.name.endswith(PACK_SUFFIX):
-                        yield f.name[: -len(PACK_SUFFIX)]
+                    if f.name.endswith(PACK_SUFFIX) and not f.name.startswith("."):
+                        yield f.name[: -len(PACK_SUFFIX)], f
 
     def close(self) -> None:
         with self._lock:
