@@ -26,7 +26,13 @@ from typing import Any, NamedTuple
 import blake3
 
 from mmarchive.config import CONFIG_FILE, ArchiveConfig
-from mmarchive.errors import ArchiveStateError, IntegrityError, InvalidInputError, NotFoundError
+from mmarchive.errors import (
+    ArchiveStateError,
+    IntegrityError,
+    InvalidInputError,
+    NotFoundError,
+    StorageError,
+)
 from mmarchive.index.env import IndexEnv, SharedExclusiveLock
 from mmarchive.index.schema import (
     DB_CHANGES,
@@ -50,13 +56,22 @@ from mmarchive.index.schema import (
     tenant_prefix,
 )
 from mmarchive.maintenance.gc import collect_garbage
+from mmarchive.maintenance.moves import MovesFinished, PackMove, finish_moves, move_pack, pending_moves
 from mmarchive.maintenance.reindex import rebuild_index, recover_index_directory
 from mmarchive.maintenance.verify import verify_archive
 from mmarchive.objectio import ObjectReader
-from mmarchive.pack.format import RecordKind, encode_metadata, pack_name
+from mmarchive.pack.format import RecordKind, encode_metadata, pack_id_from_name, pack_name
 from mmarchive.pack.reader import read_record
 from mmarchive.readahead import ReadAhead
-from mmarchive.records import ArchiveStats, GcReport, ObjectChange, ObjectInfo, VerifyReport
+from mmarchive.records import (
+    ArchiveStats,
+    GcReport,
+    ObjectChange,
+    ObjectInfo,
+    PackInfo,
+    TierUsage,
+    VerifyReport,
+)
 from mmarchive.store.chunking import Chunker
 from mmarchive.store.chunks import PreparedChunk, content_id, encode_chunk, encode_small_chunks
 from mmarchive.store.codec import CodecSet
@@ -787,6 +802,82 @@ class Archive:
             assert self._write is not None
             self._write.flush()
             return collect_garbage(self, repack_below=repack_below, progress=progress)
+
+    def packs(self, *, tier: str | None = None, tenant: str | None = None) -> builtins.list[PackInfo]:
+        """Every pack the index knows (not those being deleted), optionally of one tier or tenant."""
+        with self.index.read() as txn:
+            entries = [(bytes(k), PackEntry.decode(v))
+                       for k, v in txn.cursor(db=self.index.db(DB_PACKS))]
+        return [PackInfo(pack_name(k), e.tier, e.tenant, e.group, e.sealed, e.length, e.live_bytes,
+                         e.records, e.created_ns)
+                for k, e in entries
+                if not e.deleting and (tier is None or e.tier == tier)
+                and (tenant is None or e.tenant == tenant)]
+
+    def tier_usage(self) -> builtins.list[TierUsage]:
+        """Packs, bytes and objects on each configured tier, hottest first."""
+        per: dict[str, list[int]] = {name: [0, 0, 0, 0, 0] for name in self.tiers.names}
+        pack_tier: dict[bytes, str] = {}
+        with self.index.read() as txn:
+            for k, v in txn.cursor(db=self.index.db(DB_PACKS)):
+                e = PackEntry.decode(v)
+                if e.deleting:
+                    continue
+                pack_tier[bytes(k)] = e.tier
+                row = per.setdefault(e.tier, [0, 0, 0, 0, 0])
+                row[0] += 1
+                row[1] += e.length
+                row[2] += e.live_bytes
+            for _k, v in txn.cursor(db=self.index.db(DB_OBJECTS)):
+                obj = ObjectEntry.decode(v)
+                if obj.live:
+                    where = pack_tier.get(obj.record.pack)
+                    if where is not None:
+                        per[where][3] += 1
+        for move in self.pack_moves():
+            for name in {move.source, move.target}:
+                per.setdefault(name, [0, 0, 0, 0, 0])[4] += 1
+        out = []
+        for name, (packs, size, live, objects, moving) in per.items():
+            cfg = self.tiers.configs[self.tiers.order[name]] if name in self.tiers.order else None
+            out.append(TierUsage(name, cfg.kind if cfg else "?", packs, size, live, objects,
+                                 cfg.capacity if cfg else 0, cfg.high_water if cfg else 1.0, moving))
+        return out
+
+    @property
+    def move_grace_s(self) -> float:
+        """Seconds a moved pack's source copy is kept (``[lifecycle] move_grace_seconds``, 900)."""
+        value = self.config.lifecycle.get("move_grace_seconds", 900)
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
+            raise InvalidInputError(f"[lifecycle] move_grace_seconds must be a number of seconds >= 0, "
+                                    f"not {value!r}")
+        return float(value)
+
+    def move_pack(self, pack: str, tier: str, *, grace_s: float | None = None) -> int:
+        """Move one sealed pack to ``tier``: copy, verify on the target, switch the index, and remove
+        the source once the grace period (default :attr:`move_grace_s`) has passed. Returns bytes
+        copied (0 when the pack is there already). Puts and reads go on meanwhile.
+        """
+        self._writer()
+        pack_id = pack_id_from_name(pack)
+        if pack_id is None:
+            raise InvalidInputError(f"{pack!r} is not a pack id (32 hexadecimal digits)")
+        with self._maintenance.shared():
+            return move_pack(self, pack_id, tier,
+                             grace_s=self.move_grace_s if grace_s is None else grace_s)
+
+    def finish_moves(self, *, now_ns: int | None = None) -> MovesFinished:
+        """Roll back moves a crash stopped before their switch; remove sources past their grace."""
+        self._writer()
+        with self._maintenance.shared():
+            return finish_moves(self, now_ns=now_ns)
+
+    def pack_moves(self) -> builtins.list[PackMove]:
+        """Moves started and not finished (in their grace period, or stopped by a crash)."""
+        try:
+            return pending_moves(self)
+        except StorageError:
+            return []  # a read-only open of an index older than the moves database
 
     def reindex(self, *, progress: Callable[[int, int], None] | None = None) -> None:
         """Rebuild the whole index from the packs alone; ``progress(done, total)`` counts packs."""

@@ -121,3 +121,55 @@ class GcReport:
         d = asdict(self)
         d["bytes_reclaimed"] = self.bytes_reclaimed
         return d
+
+
+@dataclass(frozen=True)
+class PackInfo:
+    """One pack as the index knows it."""
+
+    id: str
+    tier: str
+    tenant: str
+    group: str
+    sealed: bool
+    #: Bytes of the pack file (the committed length while it is open).
+    size: int
+    #: Bytes of records the index points at (the rest is garbage for gc).
+    live_bytes: int
+    records: int
+    created_ns: int
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class TierUsage:
+    """What one tier holds, by the index (``mmarchive tiers``)."""
+
+    name: str
+    kind: str
+    packs: int
+    bytes: int
+    live_bytes: int
+    #: Objects whose manifest is in a pack on this tier.
+    objects: int
+    #: Configured capacity in bytes (0: not limited) and the fraction above which data moves down.
+    capacity: int
+    high_water: float
+    #: Packs with a move to or from this tier in progress.
+    moving: int = 0
+
+    @property
+    def fill(self) -> float | None:
+        return self.bytes / self.capacity if self.capacity else None
+
+    @property
+    def above_high_water(self) -> bool:
+        return bool(self.capacity) and self.bytes > self.high_water * self.capacity
+
+    def to_json(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["fill"] = self.fill
+        d["above_high_water"] = self.above_high_water
+        return d
