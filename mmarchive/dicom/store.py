@@ -43,6 +43,7 @@ from mmarchive.dicom.errors import DicomInputError
 from mmarchive.dicom.scan import ScannedInstance, describe
 from mmarchive.errors import InvalidInputError, NotFoundError
 from mmarchive.index.schema import check_tenant
+from mmarchive.lifecycle.facts import dicom_date, facts_metadata
 from mmarchive.records import ObjectInfo
 from mmarchive.store.chunks import content_id
 
@@ -435,7 +436,13 @@ class DicomStore:
         # Instances of the same month share packs: they age, move and expire together.
         group = f"dicom-{study_date[:6]}" if len(study_date) >= 6 and study_date[:6].isdigit() else "dicom"
         cuts = (s.header_end, s.trailer_start) if s.pixel_data is not None else ()
-        return PutItem(d.data, metadata={METADATA_KEY: meta}, group=group, cuts=cuts, name=d.name)
+        facts = facts_metadata("dicom", study_date=dicom_date(study_date),
+                               patient_birth_date=dicom_date(_uid(s, "PatientBirthDate")),
+                               patient_id=_uid(s, "PatientID"), study_uid=_uid(s, "StudyInstanceUID"),
+                               series_uid=_uid(s, "SeriesInstanceUID"), modality=_uid(s, "Modality"),
+                               sop_class_uid=_uid(s, "SOPClassUID"))
+        return PutItem(d.data, metadata={METADATA_KEY: meta, **facts}, group=group, cuts=cuts,
+                       name=d.name)
 
     def _index(self, tenant: str, done: list[tuple[_Slot, ObjectInfo]], staged: _Staged) -> list[str]:
         """Add durable objects to the catalog (one transaction, with the feed mark); resolve their slots.
