@@ -61,6 +61,7 @@ def test_dicom_ingest_records_the_facts(tmp_path: Path) -> None:
     with Archive.create(tmp_path / "a") as archive:
         store = DicomStore(archive)
         (result,) = store.ingest([path])
+        assert result.object_id is not None
         info = archive.stat(result.object_id)
         facts = json.loads(info.metadata_json)["lifecycle"]
         assert facts["kind"] == "dicom"
