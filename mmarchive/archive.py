@@ -10,6 +10,7 @@ commit that holds it is durable. Maintenance (verify, gc, reindex) lives in :mod
 from __future__ import annotations
 
 import builtins
+import datetime
 import itertools
 import logging
 import os
@@ -35,6 +36,7 @@ from mmarchive.errors import (
 )
 from mmarchive.index.env import IndexEnv, SharedExclusiveLock
 from mmarchive.index.schema import (
+    DB_ACCESS,
     DB_CHANGES,
     DB_CHUNKS,
     DB_META,
@@ -172,6 +174,10 @@ class Archive:
         self._worker_count = max(2, os.cpu_count() or 2)
         self._hasher_pool: ThreadPoolExecutor | None = None
         self._pool_lock = threading.Lock()
+        #: Objects read since the last flush of the access table: scoped key -> UTC day number.
+        self._accessed: dict[bytes, int] = {}
+        self._access_lock = threading.Lock()
+        self._access_flushed = time.monotonic()
         self._closed = False
 
     # -- lifecycle --------------------------------------------------------------------------------
@@ -251,6 +257,7 @@ class Archive:
                     pool.shutdown(wait=True)
             if self._write is not None:
                 self._write.close()
+                self._flush_access()
             self.tiers.close()
             self.index.close()
         finally:
@@ -647,6 +654,8 @@ class Archive:
     def open_object(self, object_id: str, *, tenant: str = DEFAULT_TENANT) -> Any:
         """Return a seekable, streaming, verifying binary file object over the object's bytes."""
         oid, entry = self._entry(tenant, object_id)
+        if self._write is not None:
+            self._note_access(scoped_key(tenant, oid))
         if entry.size == 0 and oid != blake3.blake3(b"").digest():
             raise IntegrityError(f"object {object_id}: empty but its id is not the empty hash",
                                  object_id=object_id)
@@ -659,6 +668,51 @@ class Archive:
         with self.open_object(object_id, tenant=tenant) as reader:
             data: bytes = reader.readall()
             return data
+
+    # -- last access (for lifecycle rules and capacity eviction; advisory, day resolution) -----------
+
+    _ACCESS_FLUSH_OBJECTS = 1024
+    _ACCESS_FLUSH_S = 30.0
+
+    def _note_access(self, key: bytes) -> None:
+        day = int(time.time() // 86400)
+        with self._access_lock:
+            if self._accessed.get(key) == day:
+                return
+            self._accessed[key] = day
+            due = (len(self._accessed) >= self._ACCESS_FLUSH_OBJECTS
+                   or time.monotonic() - self._access_flushed > self._ACCESS_FLUSH_S)
+        if due:
+            self._flush_access()
+
+    def _flush_access(self) -> None:
+        with self._access_lock:
+            taken, self._accessed = self._accessed, {}
+            self._access_flushed = time.monotonic()
+        if not taken:
+            return
+        db = self.index.db(DB_ACCESS)
+
+        def apply(txn: Any) -> None:
+            for key, day in taken.items():
+                value = day.to_bytes(4, "little")
+                if txn.get(key, db=db) != value:
+                    txn.put(key, value, db=db)
+
+        self.index.write(apply)
+
+    def last_access(self, object_id: str, *, tenant: str = DEFAULT_TENANT) -> datetime.date | None:
+        """The UTC day this object was last read through a writable handle, or None if never."""
+        key = scoped_key(check_tenant(tenant), parse_object_id(object_id))
+        with self._access_lock:
+            day = self._accessed.get(key)
+        if day is None:
+            with self.index.read() as txn:
+                raw = txn.get(key, db=self.index.db(DB_ACCESS))
+            if raw is None:
+                return None
+            day = int.from_bytes(raw, "little")
+        return datetime.date(1970, 1, 1) + datetime.timedelta(days=day)
 
     def _locate_chunk(self, tenant: str, cid: bytes) -> tuple[ChunkEntry, str]:
         """The chunk's index entry and the tier its pack is on, read in one transaction."""
