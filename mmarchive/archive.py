@@ -139,7 +139,8 @@ def _check_group(group: str) -> str:
 class Archive:
     """An open archive. Use :meth:`create` or :meth:`open`, ideally as a context manager."""
 
-    def __init__(self, path: Path, config: ArchiveConfig, *, readonly: bool) -> None:
+    def __init__(self, path: Path, config: ArchiveConfig, *, readonly: bool,
+                 creating: bool = False) -> None:
         self.path = path
         self.config = config
         self.readonly = readonly
@@ -154,7 +155,9 @@ class Archive:
             self.tier: LocalTier = self.tiers.landing
             self.codecs = CodecSet(config.store.compression, config.store.zstd_level)
             self.chunker = Chunker(config.store)
-            lost = recover_index_directory(path / "index", self.tiers, readonly=readonly)
+            # A new archive has nothing to recover (and must not list its remote tiers to find that out).
+            lost = not creating and recover_index_directory(path / "index", self.tiers,
+                                                            readonly=readonly)
             self.index = index = IndexEnv(path / "index", config.index, readonly=readonly)
             if lost:
                 log.warning("the index of %s was missing; rebuilding it from the packs", path)
@@ -201,7 +204,7 @@ class Archive:
             os.fsync(f.fileno())
         os.replace(tmp, root / CONFIG_FILE)
         fsync_directory(root)
-        return cls(root, cfg, readonly=False)
+        return cls(root, cfg, readonly=False, creating=True)
 
     @classmethod
     def open(cls, path: str | os.PathLike[str], *, readonly: bool = False) -> Archive:

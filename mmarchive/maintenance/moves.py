@@ -136,8 +136,10 @@ def finish_moves(archive: Archive, *, now_ns: int | None = None) -> MovesFinishe
         moves = [(bytes(k), MoveEntry.decode(v)) for k, v in txn.cursor(db=index.db(DB_MOVES))]
     for pack_id, move in moves:
         if move.phase == MOVE_COPYING:
-            _roll_back(archive, pack_id, move)
-            done.rolled_back += 1
+            if _roll_back(archive, pack_id, move):
+                done.rolled_back += 1
+            else:
+                done.waiting += 1
         elif move.release_after_ns <= now:
             _release(archive, pack_id, move)
             done.released += 1
@@ -146,16 +148,19 @@ def finish_moves(archive: Archive, *, now_ns: int | None = None) -> MovesFinishe
     return done
 
 
-def _roll_back(archive: Archive, pack_id: bytes, move: MoveEntry) -> None:
-    """Undo a move that did not switch: remove what reached the target, forget the move."""
+def _roll_back(archive: Archive, pack_id: bytes, move: MoveEntry) -> bool:
+    """Undo a move that did not switch: remove what reached the target, forget the move.
+
+    Returns False when the target could not be reached (the move stays recorded for the next run)."""
     name = pack_name(pack_id)
     try:
         archive.tiers.get(move.target).remove(name)
     except StorageError as e:
         log.warning("could not remove the partial copy of pack %s from tier %s (%s); the move stays "
                     "recorded and is rolled back on the next run", name, move.target, e)
-        return
+        return False
     archive.index.write(lambda txn: txn.delete(pack_id, db=archive.index.db(DB_MOVES)))
+    return True
 
 
 def _release(archive: Archive, pack_id: bytes, move: MoveEntry) -> None:
