@@ -16,9 +16,11 @@ import sys
 from collections.abc import Callable, Sequence
 
 from mmarchive.cli import (
+    audit_cmd,
     export_cmd,
     gc_cmd,
     get_cmd,
+    hold_cmd,
     ingest_cmd,
     init_cmd,
     ls_cmd,
@@ -52,6 +54,8 @@ _COMMANDS: tuple[Callable[[Subparsers], None], ...] = (
     ingest_cmd.register,
     query_cmd.register,
     export_cmd.register,
+    hold_cmd.register,
+    audit_cmd.register,
 )
 
 
