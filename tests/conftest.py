@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 from hypothesis import HealthCheck, settings
@@ -33,3 +34,16 @@ def tiny_config() -> ArchiveConfig:
 def archive(tmp_path: Path) -> Iterator[Archive]:
     with Archive.create(tmp_path / "archive", TINY) as a:
         yield a
+
+
+@pytest.fixture(scope="session")
+def s3_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[S3Server]:
+    """A real S3 server (SeaweedFS, tests/s3server.py): one per session, started on first use."""
+    from tests.s3server import seaweedfs  # boto3 and the server only for sessions that use S3
+
+    with seaweedfs(tmp_path_factory.mktemp("seaweedfs")) as server:
+        yield server
+
+
+if TYPE_CHECKING:
+    from tests.s3server import S3Server
