@@ -22,7 +22,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
-from typing import Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import blake3
 
@@ -82,6 +82,9 @@ from mmarchive.tiers.local import LocalTier, fsync_directory
 from mmarchive.tiers.tierset import TierSet
 from mmarchive.writepath import IndexView, PreparedPart, WritePath
 from mmarchive.writerlock import WriterLock
+
+if TYPE_CHECKING:
+    from mmarchive.lifecycle.guard import LifecycleGuard
 
 log = logging.getLogger(__name__)
 
@@ -181,6 +184,7 @@ class Archive:
         self._accessed: dict[bytes, int] = {}
         self._access_lock = threading.Lock()
         self._access_flushed = time.monotonic()
+        self._guard: LifecycleGuard | None = None
         self._closed = False
 
     # -- lifecycle --------------------------------------------------------------------------------
@@ -263,6 +267,8 @@ class Archive:
                 self._flush_access()
             self.tiers.close()
             self.index.close()
+            if self._guard is not None:
+                self._guard.close()
         finally:
             if self._lock is not None:
                 self._lock.release()
@@ -605,18 +611,45 @@ class Archive:
                                                     _plain_metadata(metadata), chunks)
         return self._info(tenant, oid, entry, already=existed, source=name), ticket
 
-    def delete(self, object_id: str, *, tenant: str = DEFAULT_TENANT) -> ObjectInfo:
-        """Delete an object logically (its bytes are reclaimed by :meth:`gc`); return what it was."""
-        check_tenant(tenant)
-        oid = parse_object_id(object_id)
+    def delete(self, object_id: str, *, tenant: str = DEFAULT_TENANT, actor: str | None = None,
+               reason: str | None = None, audit_action: str = "object.delete") -> ObjectInfo:
+        """Delete an object logically (its bytes are reclaimed by :meth:`gc`); return what it was.
+
+        Refused with :class:`RetentionError`, naming the hold or rule, while a legal hold or a retention
+        rule of the archive's lifecycle policy keeps the object. Every deletion and refusal is appended
+        to the audit log with ``actor`` (default: the OS user) and ``reason``.
+        """
         write = self._writer()
-        with self._maintenance.shared():
+        oid, entry = self._entry(tenant, object_id)
+        guard = self.lifecycle
+        facts = guard.object_facts(tenant, object_id, entry.size, entry.created_ns, entry.metadata_json,
+                                   self._pack_tier(entry.record.pack))
+        with guard.deleting(facts, actor=actor, reason=reason, action=audit_action), \
+                self._maintenance.shared():
             staged = write.stage_delete(tenant, "", oid)
             if staged is None:
                 raise NotFoundError(f"object {object_id} does not exist in tenant {tenant!r}")
             prev, ticket = staged
             write.wait_durable(ticket)
         return self._info(tenant, oid, prev)
+
+    @property
+    def lifecycle(self) -> LifecycleGuard:
+        """The archive's lifecycle policy, legal holds and audit log (built on first use)."""
+        guard = self._guard
+        if guard is None:
+            from mmarchive.lifecycle.guard import LifecycleGuard
+
+            with self._pool_lock:
+                if self._guard is None:
+                    self._guard = LifecycleGuard(self.path, self.config.lifecycle, self.tiers.names)
+                guard = self._guard
+        return guard
+
+    def _pack_tier(self, pack_id: bytes) -> str:
+        with self.index.read() as txn:
+            raw = txn.get(pack_id, db=self.index.db(DB_PACKS))
+        return PackEntry.decode(raw).tier if raw is not None else self.tier.name
 
     def flush(self) -> None:
         """Make everything staged so far durable (put and delete already wait; put_many may not)."""
