@@ -71,6 +71,7 @@ from mmarchive.records import (
     ObjectChange,
     ObjectInfo,
     PackInfo,
+    StoredObject,
     TierUsage,
     VerifyReport,
 )
@@ -91,6 +92,8 @@ log = logging.getLogger(__name__)
 DEFAULT_TENANT = "default"
 _MAX_GROUP = 200
 _LIST_PAGE = 1000
+#: Live objects per read transaction of scan_objects.
+_SCAN_PAGE = 10_000
 
 
 @dataclass(frozen=True)
@@ -817,6 +820,48 @@ class Archive:
             if len(page) < _LIST_PAGE:
                 return
 
+    def scan_objects(self, *, tenant: str | None = None) -> Iterator[StoredObject]:
+        """Yield every live object (of one tenant, or all) with what the lifecycle needs, in key order.
+
+        Reads in pages of short transactions, so a scan of millions of objects never pins the index.
+        """
+        prefix = tenant_prefix(check_tenant(tenant)) if tenant is not None else b""
+        start = prefix
+        skip_first = False
+        db_o = self.index.db(DB_OBJECTS)
+        try:
+            db_a: Any = self.index.db(DB_ACCESS)
+        except StorageError:
+            db_a = None  # a read-only handle on an index that predates the access table
+        while True:
+            page: list[StoredObject] = []
+            last = b""
+            with self.index.read() as txn:
+                cur = txn.cursor(db=db_o)
+                if not cur.set_range(start):
+                    return
+                access = txn.cursor(db=db_a) if db_a is not None else None
+                for key, value in cur:
+                    if not key.startswith(prefix):
+                        break
+                    if skip_first and key == start:
+                        continue
+                    last = key
+                    entry = ObjectEntry.decode(value)
+                    if entry.live:
+                        raw_day = access.get(key) if access is not None else None
+                        tenant_name, oid = split_scoped_key(key)
+                        page.append(StoredObject(
+                            tenant_name, oid.hex(), entry.size, entry.created_ns, entry.metadata_json,
+                            entry.record.pack,
+                            int.from_bytes(raw_day, "little") if raw_day is not None else None))
+                    if len(page) >= _SCAN_PAGE:
+                        break
+            yield from page
+            if len(page) < _SCAN_PAGE:
+                return
+            start, skip_first = last, True
+
     def changes(self, *, tenant: str = DEFAULT_TENANT, after: int = 0,
                 limit: int = 1000) -> builtins.list[ObjectChange]:
         """The tenant's objects changed (stored, re-stored with new metadata, deleted) after ``after``.
@@ -955,6 +1000,13 @@ class Archive:
         with self._maintenance.shared():
             return move_pack(self, pack_id, tier,
                              grace_s=self.move_grace_s if grace_s is None else grace_s)
+
+    def seal_packs(self) -> None:
+        """Commit what is staged and seal every open pack, so that all of them can move between tiers
+        (new writes then start new packs)."""
+        write = self._writer()
+        with self._maintenance.exclusive():
+            write.seal_all()
 
     def finish_moves(self, *, now_ns: int | None = None) -> MovesFinished:
         """Roll back moves a crash stopped before their switch; remove sources past their grace."""

@@ -173,3 +173,17 @@ class TierUsage:
         d["fill"] = self.fill
         d["above_high_water"] = self.above_high_water
         return d
+
+
+class StoredObject(NamedTuple):
+    """One live object as :meth:`Archive.scan_objects` yields it: what the lifecycle plans with."""
+
+    tenant: str
+    id: str
+    size: int
+    created_ns: int
+    metadata_json: bytes
+    #: The pack holding the object's manifest (16 bytes; :func:`mmarchive.pack.format.pack_name` names it).
+    pack_id: bytes
+    #: UTC day number (days since 1970-01-01) of the last read through a writable handle, or None.
+    last_access_day: int | None

@@ -1,0 +1,346 @@
+"""The lifecycle runner: turn the policy, the holds and the tiers' capacity into a plan, and carry it out.
+
+:func:`make_plan` reads every live object once (through :meth:`Archive.scan_objects`), asks the policy what
+it decides for each, and gathers the answers per pack, since packs are what move: a pack goes to the coldest
+tier that every object in it is due for (an object that must stay keeps its pack where it is), never to a
+hotter one. Objects whose retention has ended under an expiry rule are planned for deletion unless a legal
+hold keeps them. Then capacity: a tier above its high-water mark sends its least recently used packs down
+one tier until it is back under. Packs that gc would repack are listed. With ``horizon_days`` the plan also
+lists, day by day, what the policy will make due over that horizon. A plan is a plain record; printing it is
+the CLI's business.
+
+:func:`run_plan` carries a fresh plan out: it first finishes or rolls back moves a crash interrupted, then
+expires (each deletion re-checked against holds and retention by the archive and audited), then moves packs
+(copy, verify, switch; rate-limited; each audited), then repacks with gc. Every step is idempotent, so a run
+that stopped is simply run again.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, date, datetime, timedelta
+from typing import TYPE_CHECKING, Any
+
+from mmarchive.errors import IntegrityError, NotFoundError, RetentionError, StorageError
+from mmarchive.lifecycle.audit import AuditEntry, current_user
+from mmarchive.lifecycle.policy import FOREVER, Policy, TierOrder
+from mmarchive.pack.format import pack_name
+
+if TYPE_CHECKING:
+    from mmarchive.archive import Archive
+
+_EPOCH = date(1970, 1, 1)
+
+
+@dataclass(frozen=True)
+class PlannedMove:
+    pack: str
+    tenant: str
+    group: str
+    source: str
+    target: str
+    bytes: int
+    objects: int
+    #: ``policy`` (a rule made every object of the pack due) or ``capacity`` (its tier is too full).
+    cause: str
+    #: The rule (policy moves) or the tier over its high-water mark (capacity moves).
+    rule: str
+    #: The pack is still open: the run seals it first.
+    seal: bool = False
+
+
+@dataclass(frozen=True)
+class PlannedExpiry:
+    tenant: str
+    object_id: str
+    size: int
+    rule: str
+    retained_until: str | None
+
+
+@dataclass(frozen=True)
+class HeldExpiry:
+    """An object the policy would expire, kept by legal holds."""
+
+    tenant: str
+    object_id: str
+    size: int
+    holds: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class PlannedRepack:
+    pack: str
+    tier: str
+    bytes: int
+    live_bytes: int
+
+
+@dataclass
+class UpcomingDay:
+    """What the policy makes due on one day of the horizon (objects, bytes)."""
+
+    day: str
+    move_objects: int = 0
+    move_bytes: int = 0
+    expire_objects: int = 0
+    expire_bytes: int = 0
+
+
+@dataclass
+class Plan:
+    now: datetime
+    horizon_days: int
+    policy: dict[str, Any]
+    objects: int = 0
+    moves: list[PlannedMove] = field(default_factory=list)
+    expiries: list[PlannedExpiry] = field(default_factory=list)
+    held: list[HeldExpiry] = field(default_factory=list)
+    repacks: list[PlannedRepack] = field(default_factory=list)
+    #: Pack bytes per tier now, and once the plan's moves are done (expired data is reclaimed by gc).
+    tiers_before: dict[str, int] = field(default_factory=dict)
+    tiers_after: dict[str, int] = field(default_factory=dict)
+    #: Tiers above their high-water mark after the plan (nothing colder to move to, or nothing eligible).
+    over_capacity: list[str] = field(default_factory=list)
+    upcoming: list[UpcomingDay] = field(default_factory=list)
+    #: Moves a crash left unfinished (the run finishes or rolls them back first).
+    unfinished_moves: int = 0
+
+    @property
+    def move_bytes(self) -> int:
+        return sum(m.bytes for m in self.moves)
+
+    @property
+    def expire_bytes(self) -> int:
+        return sum(e.size for e in self.expiries)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "now": self.now.isoformat(), "horizon_days": self.horizon_days, "policy": self.policy,
+            "objects": self.objects, "unfinished_moves": self.unfinished_moves,
+            "moves": [asdict(m) for m in self.moves], "expiries": [asdict(e) for e in self.expiries],
+            "held": [asdict(h) for h in self.held], "repacks": [asdict(r) for r in self.repacks],
+            "tiers": [{"tier": t, "bytes_before": self.tiers_before.get(t, 0),
+                       "bytes_after": self.tiers_after.get(t, 0)} for t in self.tiers_before],
+            "over_capacity": self.over_capacity,
+            "upcoming": [asdict(u) for u in self.upcoming],
+            "totals": {"move_packs": len(self.moves), "move_bytes": self.move_bytes,
+                       "expire_objects": len(self.expiries), "expire_bytes": self.expire_bytes,
+                       "held_objects": len(self.held), "repack_packs": len(self.repacks)},
+        }
+
+
+@dataclass
+class _PackState:
+    tenant: str
+    group: str
+    tier: str
+    size: int
+    live_bytes: int
+    sealed: bool
+    objects: int = 0
+    #: Rank of the coldest tier every counted object of the pack is due for.
+    target_rank: int = 1 << 30
+    target_rule: str = ""
+    last_use_day: int = 0
+
+
+def make_plan(archive: Archive, policy: Policy, *, now: datetime | None = None, horizon_days: int = 0,
+              repack_below: float = 0.5) -> Plan:
+    """What a lifecycle run would do now (and, with ``horizon_days``, what becomes due after)."""
+    now = now or datetime.now(UTC)
+    order = TierOrder(archive.tiers.names)
+    plan = Plan(now, horizon_days, policy.provenance())
+    busy = {m.pack for m in archive.pack_moves()}
+    plan.unfinished_moves = len(busy)
+    packs: dict[bytes, _PackState] = {}
+    for p in archive.packs():
+        pid = bytes.fromhex(p.id)
+        packs[pid] = _PackState(p.tenant, p.group, p.tier, p.size, p.live_bytes, p.sealed)
+        plan.tiers_before[p.tier] = plan.tiers_before.get(p.tier, 0) + p.size
+    for name in order.names:
+        plan.tiers_before.setdefault(name, 0)
+    guard = archive.lifecycle
+    holds = guard.holds
+    holds.refresh()
+    reader = guard.facts
+    upcoming: dict[date, UpcomingDay] = {}
+    rank = order.rank
+    for obj in archive.scan_objects():
+        state = packs.get(obj.pack_id)
+        tier = state.tier if state is not None else archive.tier.name
+        last = (datetime.combine(_EPOCH + timedelta(days=obj.last_access_day), datetime.min.time(), UTC)
+                if obj.last_access_day is not None else None)
+        facts = reader.facts(obj.tenant, obj.id, obj.size, obj.created_ns, obj.metadata_json, tier, last)
+        plan.objects += 1
+        decision = policy.decide(facts, now)
+        if decision.may_expire:
+            held = holds.holds_for(facts)
+            if not held:
+                until = decision.retain_until
+                plan.expiries.append(PlannedExpiry(
+                    obj.tenant, obj.id, obj.size, decision.expire_rule or "",
+                    until.isoformat() if until is not None and until != FOREVER else None))
+                continue  # an object about to go does not keep its pack anywhere
+            plan.held.append(HeldExpiry(obj.tenant, obj.id, obj.size, tuple(h.id for h in held)))
+        if state is not None:
+            target = decision.move_from(tier, order) or tier
+            r = rank(target)
+            if r < state.target_rank:
+                state.target_rank = r
+                state.target_rule = decision.tier_rule or ""
+            state.objects += 1
+            used = (obj.last_access_day if obj.last_access_day is not None
+                    else obj.created_ns // 86_400_000_000_000)
+            state.last_use_day = max(state.last_use_day, used)
+        if horizon_days > 0:
+            for change in policy.next_changes(facts, now, horizon_days):
+                day = upcoming.setdefault(change.at.date(), UpcomingDay(change.at.date().isoformat()))
+                if change.after.may_expire and not change.before.may_expire:
+                    day.expire_objects += 1
+                    day.expire_bytes += obj.size
+                elif change.after.tier != change.before.tier and change.after.tier is not None:
+                    day.move_objects += 1
+                    day.move_bytes += obj.size
+    plan.upcoming = [upcoming[d] for d in sorted(upcoming)]
+
+    after = dict(plan.tiers_before)
+    planned: set[bytes] = set()
+    for pid, st in packs.items():
+        name = pack_name(pid)
+        if st.objects == 0 or name in busy or st.target_rank >= 1 << 30:
+            continue
+        target = order.names[st.target_rank]
+        if order.is_colder(target, st.tier):
+            plan.moves.append(PlannedMove(name, st.tenant, st.group, st.tier, target, st.size, st.objects,
+                                          "policy", st.target_rule, seal=not st.sealed))
+            planned.add(pid)
+            after[st.tier] -= st.size
+            after[target] = after.get(target, 0) + st.size
+
+    # Capacity: a tier over its high-water mark sends its least recently used packs one tier down.
+    for i, tier_name in enumerate(order.names[:-1]):
+        cfg = archive.tiers.config(tier_name)
+        if not cfg.capacity:
+            continue
+        limit = cfg.high_water * cfg.capacity
+        if after[tier_name] <= limit:
+            continue
+        down = order.names[i + 1]
+        candidates = sorted(((st.last_use_day, pid) for pid, st in packs.items()
+                             if st.tier == tier_name and st.sealed and pid not in planned
+                             and pack_name(pid) not in busy), key=lambda c: c[0])
+        for _day, pid in candidates:
+            if after[tier_name] <= limit:
+                break
+            st = packs[pid]
+            plan.moves.append(PlannedMove(pack_name(pid), st.tenant, st.group, tier_name, down, st.size,
+                                          st.objects, "capacity", tier_name))
+            planned.add(pid)
+            st.tier = down  # a pack moved down may push the next tier over in turn
+            after[tier_name] -= st.size
+            after[down] = after.get(down, 0) + st.size
+    for name in order.names:
+        cfg = archive.tiers.config(name)
+        if cfg.capacity and after.get(name, 0) > cfg.high_water * cfg.capacity:
+            plan.over_capacity.append(name)
+    plan.tiers_after = after
+
+    for pid, st in packs.items():
+        if st.sealed and st.size and st.live_bytes < repack_below * st.size and pid not in planned:
+            plan.repacks.append(PlannedRepack(pack_name(pid), st.tier, st.size, st.live_bytes))
+    return plan
+
+
+@dataclass
+class RunReport:
+    moves_finished: dict[str, int] = field(default_factory=dict)
+    expired: int = 0
+    expired_bytes: int = 0
+    refused: list[str] = field(default_factory=list)
+    moved: int = 0
+    moved_bytes: int = 0
+    failed: list[str] = field(default_factory=list)
+    repacked: int = 0
+    seconds: float = 0.0
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+#: ``progress(done, total, note)`` over the run's steps (expiries, then moves, then gc).
+Progress = Callable[[int, int, str], None]
+
+
+def run_plan(archive: Archive, plan: Plan, *, rate_bytes_s: float | None = None,
+             actor: str | None = None, progress: Progress | None = None, repack_below: float = 0.5,
+             sleep: Callable[[float], None] = time.sleep) -> RunReport:
+    """Carry out ``plan`` (made just before by :func:`make_plan`); see the module text for the order.
+
+    ``rate_bytes_s`` caps the average copy rate of moves. Failures of single moves (an unreachable tier)
+    are reported and the run goes on; a rerun picks them up.
+    """
+    started = time.monotonic()
+    report = RunReport()
+    who = actor or current_user()
+    finished = archive.finish_moves()
+    report.moves_finished = {"rolled_back": finished.rolled_back, "released": finished.released,
+                             "waiting": finished.waiting}
+    audit = archive.lifecycle.audit
+    total = len(plan.expiries) + len(plan.moves) + (1 if plan.repacks else 0)
+    done = 0
+
+    def step(note: str) -> None:
+        nonlocal done
+        done += 1
+        if progress is not None:
+            progress(done, total, note)
+
+    for exp in plan.expiries:
+        reason = (f"retention ended ({exp.retained_until})" if exp.retained_until else "retention ended")
+        try:
+            archive.delete(exp.object_id, tenant=exp.tenant, actor=f"rule:{exp.rule}",
+                           reason=f"{reason}; expired by rule {exp.rule!r} (run by {who})",
+                           audit_action="object.expire")
+            report.expired += 1
+            report.expired_bytes += exp.size
+        except RetentionError as e:  # a hold added since the plan was made (audited by the archive)
+            report.refused.append(str(e))
+        except NotFoundError:
+            pass  # deleted meanwhile
+        step(f"expire {exp.object_id[:12]}")
+
+    if any(m.seal for m in plan.moves):
+        archive.seal_packs()
+    copied = 0
+    copy_started = time.monotonic()
+    for move in plan.moves:
+        try:
+            n = archive.move_pack(move.pack, move.target)
+        except (StorageError, IntegrityError) as e:  # one pack's failure does not stop the run
+            report.failed.append(f"move of pack {move.pack} to {move.target}: {e}")
+            step(f"move {move.pack[:12]} failed")
+            continue
+        report.moved += 1
+        report.moved_bytes += n
+        why = (f"every object is due for {move.target} under rule {move.rule!r}" if move.cause == "policy"
+               else f"tier {move.rule} is above its high-water mark; least recently used")
+        audit.append(AuditEntry("pack.move", f"rule:{move.rule}" if move.cause == "policy" else "capacity",
+                                move.pack, why, move.tenant,
+                                {"from": move.source, "to": move.target, "bytes": n,
+                                 "objects": move.objects, "run_by": who}))
+        copied += n
+        if rate_bytes_s:
+            ahead = copied / rate_bytes_s - (time.monotonic() - copy_started)
+            if ahead > 0:
+                sleep(ahead)
+        step(f"move {move.pack[:12]} -> {move.target}")
+
+    if plan.repacks:
+        gc = archive.gc(repack_below=repack_below)
+        report.repacked = gc.packs_repacked + gc.packs_deleted
+        step("gc")
+    report.seconds = time.monotonic() - started
+    return report
