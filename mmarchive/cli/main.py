@@ -23,12 +23,14 @@ from mmarchive.cli import (
     hold_cmd,
     ingest_cmd,
     init_cmd,
+    lifecycle_cmd,
     ls_cmd,
     put_cmd,
     query_cmd,
     reindex_cmd,
     rm_cmd,
     stat_cmd,
+    tiers_cmd,
     verify_cmd,
 )
 from mmarchive.cli.session import Output, Subparsers
@@ -54,6 +56,8 @@ _COMMANDS: tuple[Callable[[Subparsers], None], ...] = (
     ingest_cmd.register,
     query_cmd.register,
     export_cmd.register,
+    tiers_cmd.register,
+    lifecycle_cmd.register,
     hold_cmd.register,
     audit_cmd.register,
 )
