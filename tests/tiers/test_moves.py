@@ -265,3 +265,37 @@ def test_sigkill_during_moves_loses_nothing(two_tiers: tuple[Path, ArchiveConfig
         expected = fill(archive, n=80)
     moved = kill_cycles(root, tmp_path, expected, cycles=20, seed=7)
     assert moved > 20  # the kills landed among real moves, not before the first one
+
+
+def test_reads_in_another_process_go_on_during_moves(two_tiers: tuple[Path, ArchiveConfig],
+                                                     tmp_path: Path) -> None:
+    import json
+
+    root, cfg = two_tiers
+    with Archive.create(root, cfg) as archive:
+        expected = fill(archive, n=40)
+    (tmp_path / "expected.json").write_text(json.dumps(expected))
+    out = tmp_path / "reader.out"
+    reader = subprocess.Popen([sys.executable, str(MOVER.with_name("reader_loop.py")), str(root),
+                               str(tmp_path / "expected.json"), str(out)],
+                              env={**os.environ, "PYTHONPATH": str(Path.cwd())})
+    try:
+        deadline = time.monotonic() + 30
+        while not out.exists():
+            assert reader.poll() is None and time.monotonic() < deadline, "the reader did not start"
+            time.sleep(0.02)
+        with Archive.open(root) as archive:
+            for round_ in range(4):
+                target = "disk" if round_ % 2 == 0 else "ssd"
+                for p in archive.packs():
+                    archive.move_pack(p.id, target, grace_s=0.2)
+                time.sleep(0.25)
+                archive.finish_moves()
+            assert not archive.pack_moves()
+        time.sleep(0.3)
+    finally:
+        reader.kill()
+        reader.wait()
+    passes, reads, errors = map(int, out.read_text().split("\n")[0].split())
+    assert errors == 0, out.read_text()
+    assert passes >= 2 and reads >= 80
