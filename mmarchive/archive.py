@@ -60,9 +60,10 @@ from mmarchive.index.schema import (
 from mmarchive.maintenance.gc import collect_garbage
 from mmarchive.maintenance.moves import MovesFinished, PackMove, finish_moves, move_pack, pending_moves
 from mmarchive.maintenance.reindex import rebuild_index, recover_index_directory
+from mmarchive.maintenance.replicas import add_replica, all_replicas, drop_replica, repair_pack
 from mmarchive.maintenance.verify import verify_archive
 from mmarchive.objectio import ObjectReader
-from mmarchive.pack.format import RecordKind, encode_metadata, pack_id_from_name, pack_name
+from mmarchive.pack.format import RecordHeader, RecordKind, encode_metadata, pack_id_from_name, pack_name
 from mmarchive.pack.reader import read_record
 from mmarchive.readahead import ReadAhead
 from mmarchive.records import (
@@ -753,8 +754,9 @@ class Archive:
             day = int.from_bytes(raw, "little")
         return datetime.date(1970, 1, 1) + datetime.timedelta(days=day)
 
-    def _locate_chunk(self, tenant: str, cid: bytes) -> tuple[ChunkEntry, str]:
-        """The chunk's index entry and the tier its pack is on, read in one transaction."""
+    def _locate_chunk(self, tenant: str, cid: bytes) -> tuple[ChunkEntry, str, int]:
+        """The chunk's index entry, the tier its pack is on and, when that is a sealed pack on a colder
+        tier, the pack's size (else 0), read in one transaction."""
         with self.index.read() as txn:
             raw = txn.get(scoped_key(tenant, cid), db=self.index.db(DB_CHUNKS))
             if raw is None:
@@ -917,12 +919,55 @@ class Archive:
 
     # -- maintenance ------------------------------------------------------------------------------
 
-    def verify(self, *, progress: Callable[[int, int], None] | None = None) -> VerifyReport:
-        """Check every record of every pack, and the index against the packs."""
+    def verify(self, *, repair: bool = False, actor: str | None = None,
+               progress: Callable[[int, int], None] | None = None) -> VerifyReport:
+        """Check every record of every pack, every replica, and the index against the packs.
+
+        With ``repair`` (needs a writable handle), a damaged or missing pack is restored from a replica
+        that verifies, and a damaged replica is copied again from its pack; each repair is audited, and
+        the report is that of a second check after the repairs (``repaired``, ``unrepaired``).
+        """
+        if repair:
+            self._writer()
         with self._maintenance.exclusive():
             if self._write is not None:
                 self._write.flush()
-            return verify_archive(self, progress=progress)
+            report = verify_archive(self, progress=progress)
+            if repair and (report.damaged_packs or report.damaged_replicas):
+                repaired, unrepaired = self._repair(report, actor)
+                report = verify_archive(self)
+                report.repaired, report.unrepaired = repaired, unrepaired
+            return report
+
+    def _repair(self, report: VerifyReport, actor: str | None) -> tuple[builtins.list[str],
+                                                                        builtins.list[str]]:
+        from mmarchive.lifecycle.audit import AuditEntry, current_user
+
+        audit = self.lifecycle.audit
+        who = actor or current_user()
+        repaired: builtins.list[str] = []
+        unrepaired: builtins.list[str] = []
+        for name in report.damaged_packs:
+            tier = repair_pack(self, bytes.fromhex(name))
+            if tier is None:
+                unrepaired.append(f"pack {name}: no replica that verifies; restore it from a backup")
+                continue
+            repaired.append(f"pack {name} from tier {tier}")
+            audit.append(AuditEntry("pack.repair", who, name, f"damaged or missing; restored from its "
+                                    f"replica on tier {tier}", None, {"from": tier}))
+        for item in report.damaged_replicas:
+            tier, name = item.split(":", 1)
+            pack_id = bytes.fromhex(name)
+            try:
+                drop_replica(self, pack_id, tier)
+                add_replica(self, pack_id, tier)
+            except (IntegrityError, StorageError) as e:
+                unrepaired.append(f"replica {item}: {e}")
+                continue
+            repaired.append(f"replica {item}")
+            audit.append(AuditEntry("pack.replicate", who, name, f"replica on tier {tier} was damaged; "
+                                    "copied again from the pack", None, {"to": tier}))
+        return repaired, unrepaired
 
     def gc(self, *, repack_below: float = 0.5,
            progress: Callable[[int, int], None] | None = None) -> GcReport:
@@ -972,11 +1017,21 @@ class Archive:
         for move in self.pack_moves():
             for name in {move.source, move.target}:
                 per.setdefault(name, [0, 0, 0, 0, 0])[4] += 1
+        replicas: dict[str, list[int]] = {}
+        with self.index.read() as txn:
+            sizes = {k: PackEntry.decode(v).length for k, v in txn.cursor(db=self.index.db(DB_PACKS))}
+        for pack_id, tiers in all_replicas(self).items():
+            for name in tiers:
+                row = replicas.setdefault(name, [0, 0])
+                row[0] += 1
+                row[1] += sizes.get(pack_id, 0)
         out = []
         for name, (packs, size, live, objects, moving) in per.items():
             cfg = self.tiers.configs[self.tiers.order[name]] if name in self.tiers.order else None
+            n_rep, rep_bytes = replicas.get(name, (0, 0))
             out.append(TierUsage(name, cfg.kind if cfg else "?", packs, size, live, objects,
-                                 cfg.capacity if cfg else 0, cfg.high_water if cfg else 1.0, moving))
+                                 cfg.capacity if cfg else 0, cfg.high_water if cfg else 1.0, moving,
+                                 n_rep, rep_bytes))
         return out
 
     @property

@@ -133,6 +133,9 @@ class TierConfig:
     #: ``s3``: bucket, prefix, endpoint_url, region, part_size, max_attempts (credentials come from
     #: boto3's usual sources, never from this file).
     options: dict[str, Any] = field(default_factory=dict)
+    #: Another tier that keeps a second copy of every sealed pack of this one ("" for none); ``verify
+    #: --repair`` restores a damaged or missing pack from it.
+    replica: str = ""
 
     def validate(self) -> None:
         where = f"[tiers.{self.name}]"
@@ -161,7 +164,31 @@ class TierConfig:
         if self.capacity:
             table["capacity"] = format_size(self.capacity) if self.capacity % KiB == 0 else self.capacity
             table["high_water"] = self.high_water
+        if self.replica:
+            table["replica"] = self.replica
         return table
+
+
+@dataclass(frozen=True)
+class RecallConfig:
+    """The ``[recall]`` table: keeping recently read packs of colder tiers on the landing tier's disk.
+
+    A read from a colder tier is always served by ranged reads; with ``enabled``, a pack read
+    ``after_reads`` times is also copied whole, in the background, into ``ARCHIVE/recall/`` (verified
+    before use), and later reads of it are served from there. The least recently used copies are removed
+    when the copies exceed ``max_bytes``. The copies are a cache: never the truth, dropped when damaged.
+    """
+
+    enabled: bool = False
+    #: Bytes the cached copies may take on the landing tier's file system.
+    max_bytes: int = 10 * GiB
+    #: Reads of a pack (by one archive handle) after which it is fetched into the cache.
+    after_reads: int = 1
+
+    def validate(self) -> None:
+        if self.max_bytes < 0 or self.after_reads < 1:
+            raise InvalidInputError("[recall]: max_bytes must be >= 0 and after_reads >= 1 (got "
+                                    f"{self.max_bytes}, {self.after_reads})")
 
 
 def _tiers(values: Any, where: str) -> tuple[TierConfig, ...]:
@@ -179,9 +206,11 @@ def _tiers(values: Any, where: str) -> tuple[TierConfig, ...]:
             high_water = float(table.pop("high_water", 0.9))
         except (TypeError, ValueError) as e:
             raise InvalidInputError(f"{where}.{name}: capacity or high_water is not a number: {e}") from e
+        replica = str(table.pop("replica", ""))
         if "part_size" in table:
             table["part_size"] = parse_size(table["part_size"])
-        tier = TierConfig(str(name), kind, path if kind == "local" else "", capacity, high_water, table)
+        tier = TierConfig(str(name), kind, path if kind == "local" else "", capacity, high_water, table,
+                          replica)
         tier.validate()
         out.append(tier)
     if not out:
@@ -208,6 +237,8 @@ class ArchiveConfig:
     #: The ``[lifecycle]`` table (policy rules, move grace period): kept as written; the lifecycle
     #: package reads and checks it.
     lifecycle: dict[str, Any] = field(default_factory=dict)
+    #: The ``[recall]`` table: caching packs read from colder tiers on the landing tier's disk.
+    recall: RecallConfig = field(default_factory=RecallConfig)
 
     def validate(self) -> None:
         if self.format != 1:
@@ -216,11 +247,16 @@ class ArchiveConfig:
                 "upgrade mmarchive")
         self.store.validate()
         self.index.validate()
+        self.recall.validate()
         names = [t.name for t in self.tiers]
         if len(set(names)) != len(names) or not self.tiers or self.tiers[0].kind != "local":
             raise InvalidInputError("tiers: names must be unique and the first tier local")
         for tier in self.tiers:
             tier.validate()
+            if tier.replica and (tier.replica == tier.name or tier.replica not in names):
+                raise InvalidInputError(f"[tiers.{tier.name}]: replica must name another declared tier "
+                                        f"({', '.join(n for n in names if n != tier.name)}), not "
+                                        f"{tier.replica!r}")
 
     def tier(self, name: str) -> TierConfig:
         for t in self.tiers:
@@ -253,10 +289,12 @@ class ArchiveConfig:
             layers=_layers(data.get("layers", {}), f"{source} [layers]"),
             tiers=_tiers(data["tiers"], f"{source} [tiers]") if "tiers" in data else (TierConfig(),),
             lifecycle=_plain_table(data.get("lifecycle", {}), f"{source} [lifecycle]"),
+            recall=_section(RecallConfig, _plain_table(data.get("recall", {}), f"{source} [recall]"),
+                            f"{source} [recall]"),
         )
         if archive:
             raise InvalidInputError(f"{source} [archive]: unknown keys {sorted(archive)}")
-        unknown = set(data) - {"archive", "store", "index", "layers", "tiers", "lifecycle"}
+        unknown = set(data) - {"archive", "store", "index", "layers", "tiers", "lifecycle", "recall"}
         if unknown:
             raise InvalidInputError(f"{source}: unknown sections {sorted(unknown)}")
         cfg.validate()
@@ -276,11 +314,15 @@ class ArchiveConfig:
             lines += ["", f"[tiers.{tier.name}]"]
             lines += [f"{key} = {_toml_value(key, value)}" for key, value in tier.to_table().items()]
         lines += _toml_table_lines("lifecycle", self.lifecycle)
+        if self.recall != RecallConfig():  # written only when set, so older files stay as they were
+            lines += ["", "[recall]"]
+            lines += [f"{f.name} = {_toml_value(f.name, getattr(self.recall, f.name))}"
+                      for f in dataclasses.fields(self.recall)]
         return "\n".join(lines) + "\n"
 
 
 _SIZE_KEYS = {"chunk_threshold", "chunk_min", "chunk_avg", "chunk_max", "pack_size",
-              "parallel_threshold", "map_size", "commit_bytes", "part_size"}
+              "parallel_threshold", "map_size", "commit_bytes", "part_size", "max_bytes"}
 
 
 def _layers(values: Any, where: str) -> dict[str, dict[str, Any]]:
@@ -353,6 +395,10 @@ def _section(cls: Any, values: dict[str, Any], where: str) -> Any:
         elif known[key].type in ("int", int):
             if not isinstance(value, int) or isinstance(value, bool):
                 raise InvalidInputError(f"{where}: {key} must be an integer, not {value!r}")
+            kwargs[key] = value
+        elif known[key].type in ("bool", bool):
+            if not isinstance(value, bool):
+                raise InvalidInputError(f"{where}: {key} must be true or false, not {value!r}")
             kwargs[key] = value
         else:
             kwargs[key] = str(value)

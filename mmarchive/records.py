@@ -94,6 +94,14 @@ class VerifyReport:
     orphaned: list[str] = field(default_factory=list)
     #: Objects that cannot be read completely because of the damage above.
     affected_objects: list[str] = field(default_factory=list)
+    #: Names of the packs found damaged or missing on their tier.
+    damaged_packs: list[str] = field(default_factory=list)
+    replicas_checked: int = 0
+    #: ``TIER:PACK`` of replicas that failed their check.
+    damaged_replicas: list[str] = field(default_factory=list)
+    #: With repair: what was restored (``PACK from TIER``, ``replica TIER:PACK``) and what could not be.
+    repaired: list[str] = field(default_factory=list)
+    unrepaired: list[str] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
@@ -159,6 +167,9 @@ class TierUsage:
     high_water: float
     #: Packs with a move to or from this tier in progress.
     moving: int = 0
+    #: Replicas (second copies of packs of another tier) kept on this tier, and their bytes.
+    replicas: int = 0
+    replica_bytes: int = 0
 
     @property
     def fill(self) -> float | None:

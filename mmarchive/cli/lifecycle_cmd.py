@@ -91,7 +91,7 @@ def run_plan_cmd(args: argparse.Namespace, out: Output) -> int:
 def run_run_cmd(args: argparse.Namespace, out: Output) -> int:
     with open_archive(args, readonly=False) as archive:
         plan = make_plan(archive, _policy(archive, args))
-        total = len(plan.expiries) + len(plan.moves) + (1 if plan.repacks else 0)
+        total = len(plan.expiries) + len(plan.moves) + len(plan.replicas) + (1 if plan.repacks else 0)
         with out.progress("lifecycle", total) as bar:
             report = run_plan(archive, plan, actor=args.user,
                               rate_bytes_s=args.rate * 1e6 if args.rate else None,
@@ -104,6 +104,8 @@ def run_run_cmd(args: argparse.Namespace, out: Output) -> int:
             ("expired", f"{report.expired} objects, {human_size(report.expired_bytes)}"),
             ("refused", str(len(report.refused))),
             ("moved", f"{report.moved} packs, {human_size(report.moved_bytes)}"),
+            ("replicas", f"{report.replicated} made ({human_size(report.replicated_bytes)}), "
+                         f"{report.replicas_dropped} dropped"),
             ("failed", str(len(report.failed))),
             ("repacked or deleted packs", str(report.repacked)),
             ("time", f"{report.seconds:.1f} s"),
@@ -126,6 +128,8 @@ def show_plan(plan: Plan, out: Output) -> None:
         ("objects to expire", f"{len(plan.expiries)} ({human_size(plan.expire_bytes)})"),
         ("kept by legal holds", str(len(plan.held))),
         ("packs to repack", str(len(plan.repacks))),
+        ("replicas to make / drop", f"{sum(not r.drop for r in plan.replicas)} / "
+                                    f"{sum(r.drop for r in plan.replicas)}"),
         ("unfinished moves", str(plan.unfinished_moves)),
         ("over capacity after", ", ".join(plan.over_capacity) or "none"),
     ]))

@@ -16,7 +16,8 @@ from typing import Any, NamedTuple
 from mmarchive.errors import InvalidInputError
 from mmarchive.pack.format import ID_LEN, PACK_ID_LEN
 
-SCHEMA_VERSION = 3  # 2: the change feed (DB_CHANGES); 3: pack moves (DB_MOVES), last reads (DB_ACCESS)
+#: 2: the change feed (DB_CHANGES); 3: pack moves (DB_MOVES), last reads (DB_ACCESS), replicas (DB_REPLICAS)
+SCHEMA_VERSION = 3
 
 DB_OBJECTS = b"objects"
 DB_CHUNKS = b"chunks"
@@ -28,10 +29,13 @@ DB_MOVES = b"moves"
 #: Last read of each object (key as objects', value the UTC day number as u32 LE); advisory: kept by
 #: writable handles, not rebuilt by reindex.
 DB_ACCESS = b"access"
-ALL_DBS = (DB_OBJECTS, DB_CHUNKS, DB_PACKS, DB_TENANTS, DB_META, DB_CHANGES, DB_MOVES, DB_ACCESS)
+#: Verified second copies of packs on other tiers (key: pack id; value: JSON {tier: verified_ns}).
+DB_REPLICAS = b"replicas"
+ALL_DBS = (DB_OBJECTS, DB_CHUNKS, DB_PACKS, DB_TENANTS, DB_META, DB_CHANGES, DB_MOVES, DB_ACCESS,
+           DB_REPLICAS)
 #: Databases added after schema 2: a read-only open of an older index goes on without them (they are
 #: created by the first writable open).
-LATER_DBS = (DB_MOVES, DB_ACCESS)
+LATER_DBS = (DB_MOVES, DB_ACCESS, DB_REPLICAS)
 
 META_SCHEMA = b"schema"
 META_SEQ = b"seq"

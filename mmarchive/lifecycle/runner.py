@@ -11,7 +11,8 @@ the CLI's business.
 
 :func:`run_plan` carries a fresh plan out: it first finishes or rolls back moves a crash interrupted, then
 expires (each deletion re-checked against holds and retention by the archive and audited), then moves packs
-(copy, verify, switch; rate-limited; each audited), then repacks with gc. Every step is idempotent, so a run
+(copy, verify, switch; rate-limited; each audited), then makes missing replicas and drops stale ones, then
+repacks with gc. Every step is idempotent, so a run
 that stopped is simply run again.
 """
 
@@ -23,9 +24,16 @@ from dataclasses import asdict, dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
-from mmarchive.errors import IntegrityError, NotFoundError, RetentionError, StorageError
+from mmarchive.errors import (
+    IntegrityError,
+    InvalidInputError,
+    NotFoundError,
+    RetentionError,
+    StorageError,
+)
 from mmarchive.lifecycle.audit import AuditEntry, current_user
 from mmarchive.lifecycle.policy import FOREVER, Policy, TierOrder
+from mmarchive.maintenance.replicas import add_replica, all_replicas, drop_replica
 from mmarchive.pack.format import pack_name
 
 if TYPE_CHECKING:
@@ -71,6 +79,16 @@ class HeldExpiry:
 
 
 @dataclass(frozen=True)
+class PlannedReplica:
+    """A second copy to make (``drop`` False) or to remove (``drop`` True) on ``tier``."""
+
+    pack: str
+    tier: str
+    bytes: int
+    drop: bool = False
+
+
+@dataclass(frozen=True)
 class PlannedRepack:
     pack: str
     tier: str
@@ -99,6 +117,7 @@ class Plan:
     expiries: list[PlannedExpiry] = field(default_factory=list)
     held: list[HeldExpiry] = field(default_factory=list)
     repacks: list[PlannedRepack] = field(default_factory=list)
+    replicas: list[PlannedReplica] = field(default_factory=list)
     #: Pack bytes per tier now, and once the plan's moves are done (expired data is reclaimed by gc).
     tiers_before: dict[str, int] = field(default_factory=dict)
     tiers_after: dict[str, int] = field(default_factory=dict)
@@ -122,13 +141,16 @@ class Plan:
             "objects": self.objects, "unfinished_moves": self.unfinished_moves,
             "moves": [asdict(m) for m in self.moves], "expiries": [asdict(e) for e in self.expiries],
             "held": [asdict(h) for h in self.held], "repacks": [asdict(r) for r in self.repacks],
+            "replicas": [asdict(r) for r in self.replicas],
             "tiers": [{"tier": t, "bytes_before": self.tiers_before.get(t, 0),
                        "bytes_after": self.tiers_after.get(t, 0)} for t in self.tiers_before],
             "over_capacity": self.over_capacity,
             "upcoming": [asdict(u) for u in self.upcoming],
             "totals": {"move_packs": len(self.moves), "move_bytes": self.move_bytes,
                        "expire_objects": len(self.expiries), "expire_bytes": self.expire_bytes,
-                       "held_objects": len(self.held), "repack_packs": len(self.repacks)},
+                       "held_objects": len(self.held), "repack_packs": len(self.repacks),
+                       "replicas_to_make": sum(not r.drop for r in self.replicas),
+                       "replicas_to_drop": sum(r.drop for r in self.replicas)},
         }
 
 
@@ -251,6 +273,25 @@ def make_plan(archive: Archive, policy: Policy, *, now: datetime | None = None, 
     for pid, st in packs.items():
         if st.sealed and st.size and st.live_bytes < repack_below * st.size and pid not in planned:
             plan.repacks.append(PlannedRepack(pack_name(pid), st.tier, st.size, st.live_bytes))
+
+    # Replicas: every sealed pack keeps a copy on its (final) tier's replica tier, and no other.
+    final = {pid: st.tier for pid, st in packs.items()}  # st.tier of capacity moves is already final
+    for m in plan.moves:
+        final[bytes.fromhex(m.pack)] = m.target
+    existing = all_replicas(archive)
+    for pid, st in packs.items():
+        if not st.sealed and pid not in planned:
+            continue
+        wanted = archive.tiers.config(final[pid]).replica
+        have = existing.get(pid, {})
+        if wanted and wanted not in have and pack_name(pid) not in busy:
+            plan.replicas.append(PlannedReplica(pack_name(pid), wanted, st.size))
+        for tier in sorted(have):
+            if tier != wanted and tier != final[pid]:
+                plan.replicas.append(PlannedReplica(pack_name(pid), tier, st.size, drop=True))
+    for pid, have in existing.items():
+        if pid not in packs:  # the pack is gone (gc): its replicas go too
+            plan.replicas += [PlannedReplica(pack_name(pid), tier, 0, drop=True) for tier in sorted(have)]
     return plan
 
 
@@ -263,6 +304,9 @@ class RunReport:
     moved: int = 0
     moved_bytes: int = 0
     failed: list[str] = field(default_factory=list)
+    replicated: int = 0
+    replicated_bytes: int = 0
+    replicas_dropped: int = 0
     repacked: int = 0
     seconds: float = 0.0
 
@@ -289,7 +333,7 @@ def run_plan(archive: Archive, plan: Plan, *, rate_bytes_s: float | None = None,
     report.moves_finished = {"rolled_back": finished.rolled_back, "released": finished.released,
                              "waiting": finished.waiting}
     audit = archive.lifecycle.audit
-    total = len(plan.expiries) + len(plan.moves) + (1 if plan.repacks else 0)
+    total = len(plan.expiries) + len(plan.moves) + len(plan.replicas) + (1 if plan.repacks else 0)
     done = 0
 
     def step(note: str) -> None:
@@ -337,6 +381,28 @@ def run_plan(archive: Archive, plan: Plan, *, rate_bytes_s: float | None = None,
             if ahead > 0:
                 sleep(ahead)
         step(f"move {move.pack[:12]} -> {move.target}")
+
+    # New copies first, stale ones after: a pack never has fewer copies than it should.
+    for rep in sorted(plan.replicas, key=lambda r: r.drop):
+        pack_id = bytes.fromhex(rep.pack)
+        try:
+            if rep.drop:
+                drop_replica(archive, pack_id, rep.tier)
+                report.replicas_dropped += 1
+            else:
+                n = add_replica(archive, pack_id, rep.tier)
+                report.replicated += 1
+                report.replicated_bytes += n
+        except (StorageError, IntegrityError, NotFoundError, InvalidInputError) as e:
+            report.failed.append(f"{'dropping' if rep.drop else 'making'} the replica of pack "
+                                 f"{rep.pack} on {rep.tier}: {e}")
+            step(f"replica {rep.pack[:12]} failed")
+            continue
+        audit.append(AuditEntry("pack.replica.drop" if rep.drop else "pack.replicate", "replica",
+                                rep.pack, f"tier {rep.tier} " + ("is no longer the replica tier of this "
+                                "pack's tier" if rep.drop else "keeps the second copy of this pack"),
+                                None, {"tier": rep.tier, "run_by": who}))
+        step(f"replica {rep.pack[:12]} {'dropped from' if rep.drop else 'to'} {rep.tier}")
 
     if plan.repacks:
         gc = archive.gc(repack_below=repack_below)

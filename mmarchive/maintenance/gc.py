@@ -30,6 +30,7 @@ from mmarchive.index.schema import (
     change_key,
     split_scoped_key,
 )
+from mmarchive.maintenance.replicas import drop_all_replicas
 from mmarchive.pack.format import (
     FOOTER_LEN,
     RECORD_HEADER_LEN,
@@ -208,6 +209,8 @@ def _switch(archive: Archive, old_id: bytes, new: tuple[bytes, int, int, int] | 
         tier = PackEntry.decode(txn.get(old_id, db=index.db(DB_PACKS))).tier
     dropped: int = index.write(apply)
     finish_deletion(index, archive.tiers.get(tier), old_id)
+    archive.recall.discard(pack_name(old_id))  # a cached copy of it is never read again
+    drop_all_replicas(archive, old_id)
     return dropped
 
 

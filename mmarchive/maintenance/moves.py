@@ -35,8 +35,9 @@ from mmarchive.index.schema import (
     MoveEntry,
     PackEntry,
 )
+from mmarchive.maintenance.replicas import forget_record, record_replica, replicas_of
 from mmarchive.pack.format import pack_name
-from mmarchive.pack.transfer import copy_pack
+from mmarchive.pack.transfer import check_sealed_copy, copy_pack
 
 if TYPE_CHECKING:
     from mmarchive.archive import Archive
@@ -106,8 +107,12 @@ def move_pack(archive: Archive, pack_id: bytes, target: str, *, grace_s: float,
     entry: PackEntry | None = index.write(begin)
     if entry is None:
         return 0
+    has_replica = target in replicas_of(archive, pack_id)
     try:
-        copy_pack(tiers.get(entry.tier), dst, name, entry.length)
+        if has_replica:  # the target keeps a verified replica: check it again, copy nothing
+            check_sealed_copy(dst, name, entry.length)
+        else:
+            copy_pack(tiers.get(entry.tier), dst, name, entry.length)
     except BaseException:
         _roll_back(archive, pack_id, MoveEntry(entry.tier, target, MOVE_COPYING, started))
         raise
@@ -122,9 +127,13 @@ def move_pack(archive: Archive, pack_id: bytes, target: str, *, grace_s: float,
                 db=db_m)
 
     index.write(switch)
+    if target == tiers.landing.name:
+        archive.recall.discard(name)  # reads of it no longer go to the recall cache
+    if has_replica:
+        forget_record(archive, pack_id, target)  # that file is the primary copy now
     if grace_s <= 0:
         _release(archive, pack_id, MoveEntry(entry.tier, target, MOVE_SWITCHED, started, release))
-    return entry.length
+    return 0 if has_replica else entry.length
 
 
 def finish_moves(archive: Archive, *, now_ns: int | None = None) -> MovesFinished:
@@ -154,7 +163,8 @@ def _roll_back(archive: Archive, pack_id: bytes, move: MoveEntry) -> bool:
     Returns False when the target could not be reached (the move stays recorded for the next run)."""
     name = pack_name(pack_id)
     try:
-        archive.tiers.get(move.target).remove(name)
+        if move.target not in replicas_of(archive, pack_id):  # never remove a recorded replica
+            archive.tiers.get(move.target).remove(name)
     except StorageError as e:
         log.warning("could not remove the partial copy of pack %s from tier %s (%s); the move stays "
                     "recorded and is rolled back on the next run", name, move.target, e)
@@ -170,5 +180,8 @@ def _release(archive: Archive, pack_id: bytes, move: MoveEntry) -> None:
         raw = txn.get(pack_id, db=archive.index.db(DB_PACKS))
     # Never remove the copy the index reads (a later move may have gone back to the source tier).
     if raw is None or PackEntry.decode(raw).tier != move.source:
-        archive.tiers.get(move.source).remove(name)
+        if raw is not None and archive.tiers.config(move.target).replica == move.source:
+            record_replica(archive, pack_id, move.source)  # the old copy is the new tier's replica
+        elif move.source not in replicas_of(archive, pack_id):
+            archive.tiers.get(move.source).remove(name)
     archive.index.write(lambda txn: txn.delete(pack_id, db=archive.index.db(DB_MOVES)))

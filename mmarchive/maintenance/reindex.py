@@ -8,6 +8,7 @@ rename, so a crash during reindex leaves the old index in place.
 
 from __future__ import annotations
 
+import json
 import shutil
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -22,6 +23,7 @@ from mmarchive.index.schema import (
     DB_META,
     DB_OBJECTS,
     DB_PACKS,
+    DB_REPLICAS,
     DB_TENANTS,
     META_ARCHIVE_ID,
     META_SCHEMA,
@@ -113,12 +115,20 @@ def rebuild_index(archive: Archive, *, progress: Callable[[int, int], None] | No
     # Every tier is listed, hottest first; a pack found on several (a move whose source was not yet
     # removed, a replica) is read from the hottest copy and recorded there.
     names: list[tuple[str, str]] = []
-    seen: set[str] = set()
+    seen: dict[str, str] = {}
+    copies: dict[str, list[str]] = {}  # pack name -> the other tiers holding it
     for tier_name in archive.tiers.names:
         for stored in archive.tiers.get(tier_name).list():
-            if pack_id_from_name(stored.name) is not None and stored.name not in seen:
-                seen.add(stored.name)
+            if pack_id_from_name(stored.name) is None:
+                continue
+            if stored.name in seen:
+                copies.setdefault(stored.name, []).append(tier_name)
+            else:
+                seen[stored.name] = tier_name
                 names.append((tier_name, stored.name))
+    # A copy on the replica tier of the primary's tier is that pack's replica again (verify checks it).
+    replicas = {name: [t for t in others if archive.tiers.config(seen[name]).replica == t]
+                for name, others in copies.items()}
     for done, (tier_name, name) in enumerate(names):
         if progress is not None:
             progress(done, len(names))
@@ -195,6 +205,10 @@ def rebuild_index(archive: Archive, *, progress: Callable[[int, int], None] | No
                                        f.tenant, f.group).encode(), db=env.db(DB_PACKS))
         for tenant, t in totals.items():
             txn.put(tenant.encode(), t.encode(), db=env.db(DB_TENANTS))
+        for name, tiers in replicas.items():
+            if tiers and bytes.fromhex(name) in packs:
+                txn.put(bytes.fromhex(name), json.dumps({t: 0 for t in tiers}).encode(),
+                        db=env.db(DB_REPLICAS))
         meta = env.db(DB_META)
         txn.put(META_SEQ, max_seq.to_bytes(8, "little"), db=meta)
         txn.put(META_ARCHIVE_ID, archive.config.archive_id.encode(), db=meta)

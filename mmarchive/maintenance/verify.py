@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 
 import blake3
 
-from mmarchive.errors import IntegrityError
+from mmarchive.errors import IntegrityError, StorageError
 from mmarchive.index.schema import (
     DB_CHANGES,
     DB_CHUNKS,
@@ -28,8 +28,10 @@ from mmarchive.index.schema import (
     scoped_key,
     split_scoped_key,
 )
+from mmarchive.maintenance.replicas import all_replicas
 from mmarchive.pack.format import RecordKind, pack_id_from_name, pack_name
 from mmarchive.pack.reader import ScanResult, scan_pack, windowed
+from mmarchive.pack.transfer import check_sealed_copy
 from mmarchive.records import VerifyReport
 
 if TYPE_CHECKING:
@@ -67,11 +69,13 @@ def verify_archive(archive: Archive, *, progress: Callable[[int, int], None] | N
             if entry.length > 0:
                 report.missing.append(f"pack {name} ({entry.length} bytes, tenant {entry.tenant}) "
                                       f"is missing from tier {entry.tier}")
+                report.damaged_packs.append(name)
             continue
         report.packs_checked += 1
         scan = ScanResult()
         with windowed(archive.tiers.get(entry.tier).reader(name)) as src:
-            if src.size() < entry.length:
+            src_short = src.size() < entry.length
+            if src_short:
                 report.damaged.append(f"pack {name}: file has {src.size()} bytes, the index "
                                       f"committed {entry.length}")
             limit = None if entry.sealed else entry.length
@@ -93,8 +97,21 @@ def verify_archive(archive: Archive, *, progress: Callable[[int, int], None] | N
         if entry.sealed and not scan.sealed:
             report.damaged.append(f"pack {name}: the index says sealed but it has no valid footer")
         report.damaged.extend(scan.problems or [])
+        if scan.problems or (entry.sealed and not scan.sealed) or src_short:
+            report.damaged_packs.append(name)
     if progress is not None:
         progress(total, total)
+    for pack_id, tiers in sorted(all_replicas(archive).items()):
+        primary = packs.get(pack_id)
+        if primary is None:
+            continue
+        for tier in sorted(tiers):
+            try:
+                check_sealed_copy(archive.tiers.get(tier), pack_name(pack_id), primary.length)
+                report.replicas_checked += 1
+            except (IntegrityError, StorageError) as e:
+                report.damaged.append(f"replica of pack {pack_name(pack_id)} on tier {tier}: {e}")
+                report.damaged_replicas.append(f"{tier}:{pack_name(pack_id)}")
 
     bad_chunks: set[bytes] = set()
     with index.read() as txn:
