@@ -80,7 +80,9 @@ from mmarchive.store.chunking import Chunker
 from mmarchive.store.chunks import PreparedChunk, content_id, encode_chunk, encode_small_chunks
 from mmarchive.store.codec import CodecSet
 from mmarchive.store.sources import Source, as_bytes, open_source
+from mmarchive.tiers.base import PackFile
 from mmarchive.tiers.local import LocalTier, fsync_directory
+from mmarchive.tiers.recall import RECALL_DIR, RecallCache, RecallStats
 from mmarchive.tiers.tierset import TierSet
 from mmarchive.writepath import IndexView, PreparedPart, WritePath
 from mmarchive.writerlock import WriterLock
@@ -170,6 +172,8 @@ class Archive:
                 log.warning("the index of %s was missing; rebuilding it from the packs", path)
                 rebuild_index(self)
             self._check_identity()
+            #: Copies of recently read packs of colder tiers on the landing tier's disk ([recall]).
+            self.recall = RecallCache(path / RECALL_DIR, config.recall, known=self._recall_known)
             self._write: WritePath | None = None
             if not readonly:
                 self._write = WritePath(self.index, self.tier, config.store)
@@ -269,6 +273,7 @@ class Archive:
             if self._write is not None:
                 self._write.close()
                 self._flush_access()
+            self.recall.close()
             self.tiers.close()
             self.index.close()
             if self._guard is not None:
@@ -764,28 +769,61 @@ class Archive:
                                      "then `mmarchive reindex`")
             chunk = ChunkEntry.decode(raw)
             pack = txn.get(chunk.record.pack, db=self.index.db(DB_PACKS))
-        return chunk, (PackEntry.decode(pack).tier if pack is not None else self.tier.name)
+        if pack is None:
+            return chunk, self.tier.name, 0
+        entry = PackEntry.decode(pack)
+        return chunk, entry.tier, (entry.length if entry.sealed and entry.tier != self.tier.name else 0)
 
     def _fetch_chunk(self, tenant: str, cid: bytes, raw_len: int) -> bytes:
-        chunk, tier_name = self._locate_chunk(tenant, cid)
+        chunk, tier_name, cold_size = self._locate_chunk(tenant, cid)
         name = pack_name(chunk.record.pack)
-        try:
-            src = self.tiers.get(tier_name).reader(name)
-        except IntegrityError:
-            # The pack may have moved to another tier since the look-up (and its old copy been
-            # removed after the move's grace period): look again once.
-            chunk, again = self._locate_chunk(tenant, cid)
-            if again == tier_name:
-                raise
-            src = self.tiers.get(again).reader(pack_name(chunk.record.pack))
-        with src:
-            head, payload = read_record(src, chunk.record.offset, chunk.record.stored_len,
-                                        kind=RecordKind.CHUNK, rid=cid)
+
+        def read(src: PackFile) -> tuple[RecordHeader, bytes]:
+            return read_record(src, chunk.record.offset, chunk.record.stored_len,
+                               kind=RecordKind.CHUNK, rid=cid)
+
+        # Only a pack the index places (sealed) on a colder tier is looked for in the recall cache; a
+        # damaged cached copy is dropped there and the record read from the tier.
+        got = self.recall.read(name, cold_size, read) if cold_size else None
+        if got is None:
+            try:
+                src = self.tiers.get(tier_name).reader(name)
+            except IntegrityError:
+                # The pack may have moved to another tier or been repacked since the look-up (and its
+                # old copy been removed after the move's grace period): look again once.
+                again = self._locate_chunk(tenant, cid)
+                if again[:2] == (chunk, tier_name):
+                    raise
+                chunk, tier_name, cold_size = again
+                src = self.tiers.get(tier_name).reader(pack_name(chunk.record.pack))
+            with src:
+                got = read(src)
+            if cold_size:  # an access of the pack: the cache fetches it in the background when due
+                self.recall.note_read(pack_name(chunk.record.pack), self.tiers.get(tier_name), cold_size)
+        head, payload = got
         if head.raw_len != raw_len:
             raise IntegrityError(f"pack {name}: chunk {cid.hex()} has {head.raw_len} bytes, the "
                                  f"manifest says {raw_len}", pack=name)
         return self.codecs.decode(head.codec, payload, raw_len,
                                   where=f"pack {name}, chunk {cid.hex()}")
+
+    def _recall_known(self, names: builtins.list[str]) -> dict[str, int]:
+        """Of these pack names, those the index places, sealed, on a colder tier, with their sizes."""
+        out: dict[str, int] = {}
+        with self.index.read() as txn:
+            db = self.index.db(DB_PACKS)
+            for name in names:
+                pack_id = pack_id_from_name(name)
+                raw = txn.get(pack_id, db=db) if pack_id is not None else None
+                if raw is not None:
+                    entry = PackEntry.decode(raw)
+                    if entry.sealed and entry.tier != self.tier.name:
+                        out[name] = entry.length
+        return out
+
+    def recall_stats(self) -> RecallStats:
+        """What the recall cache ([recall] in the config) did since this handle opened, and holds now."""
+        return self.recall.stats()
 
     def list(self, *, tenant: str = DEFAULT_TENANT, limit: int | None = None,
              after: str | None = None) -> Iterator[ObjectInfo]:
