@@ -19,6 +19,7 @@ from benchmarks.ingest_group import INGEST_GROUP
 from benchmarks.limits_group import LIMITS_GROUP
 from benchmarks.native_group import NATIVE_GROUP
 from benchmarks.reads_group import READS_GROUP
+from benchmarks.tiers_group import TIERS_GROUP
 
 GROUPS: Final[tuple[BenchmarkGroup, ...]] = (
     LIMITS_GROUP,
@@ -28,6 +29,7 @@ GROUPS: Final[tuple[BenchmarkGroup, ...]] = (
     NATIVE_GROUP,
     DICOM_QUERY_GROUP,
     DICOM_INGEST_GROUP,
+    TIERS_GROUP,
 )
 """Every group, in the order `all` runs them (limits first: later groups reuse them)."""
 

@@ -2,8 +2,10 @@
 
 This module owns the checks that keep the benchmarks trustworthy: the CT and record
 generators are deterministic, exactly sized, distinct and compress in the intended range;
-the byte shuffle round-trips; the group catalog resolves names; and
-`python -m benchmarks limits --quick` finishes well under 30 s and writes a complete report.
+the byte shuffle round-trips; the group catalog resolves names;
+`python -m benchmarks limits --quick` finishes well under 30 s and writes a complete report; and
+`python -m benchmarks tiers --quick` on a few slices (its own SeaweedFS on loopback) moves packs
+ssd -> disk -> s3 and reports every figure beside its limit.
 """
 
 from __future__ import annotations
@@ -93,3 +95,36 @@ def test_quick_limits_run_writes_a_report(tmp_path: Path) -> None:
     assert all(r["value"] > 0 for r in rows)
     assert "write one file + fsync" in completed.stdout
     assert list(tmp_path.iterdir()) == [report_path]  # the scratch folder is gone
+
+
+def test_quick_tiers_run_writes_a_report(tmp_path: Path) -> None:
+    from tests.s3server import find_weed
+
+    try:
+        find_weed()
+    except RuntimeError as e:
+        pytest.skip(str(e))
+    report_path = tmp_path / "report.json"
+    started = time.monotonic()
+    completed = subprocess.run(
+        [sys.executable, "-m", "benchmarks", "tiers", "--quick", "--ct-slices", "24",
+         "--dir", str(tmp_path), "--json", str(report_path)],
+        cwd=REPO_ROOT, capture_output=True, text=True, timeout=120, check=False,
+    )
+    elapsed = time.monotonic() - started
+    assert completed.returncode == 0, completed.stderr
+    assert elapsed < 60.0
+    report = json.loads(report_path.read_text(encoding="utf-8"))
+    assert report["groups"] == ["tiers"]
+    rows = report["rows"]
+    assert all(r["value"] > 0 and r["limit_value"] > 0 and r["limit_name"] for r in rows)
+    names = [r["name"] for r in rows]
+    assert sum(n.startswith("move_pack ssd -> disk") for n in names) == 3
+    assert sum(n.startswith("move_pack disk -> s3") for n in names) == 5
+    for tier in ("ssd", "disk", "s3"):
+        assert sum(n.startswith(f"get of one 0.5 MiB instance, {tier} ") for n in names) == 2
+    run = rows[0]["details"]["runs"][0]
+    assert run["packs"] >= 2
+    assert set(run["move_ssd_to_disk"]["steps"]) == {"store", "verify", "release", "other"}
+    assert run["latency"]["s3"]["requests_per_get"]
+    assert list(tmp_path.iterdir()) == [report_path]  # scratch data and SeaweedFS's folder are gone
