@@ -16,6 +16,7 @@ from benchmarks.dicom_ingest_group import DICOM_INGEST_GROUP
 from benchmarks.dicom_query_group import DICOM_QUERY_GROUP
 from benchmarks.harness import BenchmarkGroup
 from benchmarks.ingest_group import INGEST_GROUP
+from benchmarks.lifecycle_group import LIFECYCLE_GROUP
 from benchmarks.limits_group import LIMITS_GROUP
 from benchmarks.native_group import NATIVE_GROUP
 from benchmarks.reads_group import READS_GROUP
@@ -30,6 +31,7 @@ GROUPS: Final[tuple[BenchmarkGroup, ...]] = (
     DICOM_QUERY_GROUP,
     DICOM_INGEST_GROUP,
     TIERS_GROUP,
+    LIFECYCLE_GROUP,
 )
 """Every group, in the order `all` runs them (limits first: later groups reuse them)."""
 

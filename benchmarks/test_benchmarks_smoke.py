@@ -128,3 +128,19 @@ def test_quick_tiers_run_writes_a_report(tmp_path: Path) -> None:
     assert set(run["move_ssd_to_disk"]["steps"]) == {"store", "verify", "release", "other"}
     assert run["latency"]["s3"]["requests_per_get"]
     assert list(tmp_path.iterdir()) == [report_path]  # scratch data and SeaweedFS's folder are gone
+
+
+def test_quick_lifecycle_run_writes_a_report(tmp_path: Path) -> None:
+    report_path = tmp_path / "report.json"
+    completed = subprocess.run(
+        [sys.executable, "-m", "benchmarks", "lifecycle", "--quick", "--runs", "1",
+         "--dir", str(tmp_path), "--json", str(report_path)],
+        cwd=REPO_ROOT, capture_output=True, text=True, timeout=120, check=False,
+    )
+    assert completed.returncode == 0, completed.stderr
+    report = json.loads(report_path.read_text(encoding="utf-8"))
+    rows = {r["name"]: r for r in report["rows"]}
+    plan = rows["lifecycle plan (make_plan), now"]
+    assert plan["value"] > 0 and plan["details"]["counts"]["objects"] == 20_000
+    assert plan["details"]["counts"]["expiries"] > 0  # the policy really decided something
+    assert list(tmp_path.iterdir()) == [report_path]

@@ -46,12 +46,14 @@ from mmarchive.index.schema import (
     META_ARCHIVE_ID,
     META_SCHEMA,
     SCHEMA_VERSION,
+    STATE_LIVE,
     ChunkEntry,
     ObjectEntry,
     PackEntry,
     TenantTotals,
     change_key,
     check_tenant,
+    object_summary,
     parse_object_id,
     scoped_key,
     split_scoped_key,
@@ -865,6 +867,21 @@ class Archive:
 
         Reads in pages of short transactions, so a scan of millions of objects never pins the index.
         """
+        for page in self.scan_object_rows(tenant=tenant):
+            for key, value, raw_day in page:
+                state, size, created, pack, meta = object_summary(value)
+                if state == STATE_LIVE:
+                    cut = key.index(b"\x00")
+                    yield StoredObject(key[:cut].decode(), key[cut + 1:].hex(), size, created, meta, pack,
+                                       int.from_bytes(raw_day, "little") if raw_day is not None else None)
+
+    def scan_object_rows(self, *, tenant: str | None = None
+                         ) -> Iterator[builtins.list[tuple[bytes, bytes, bytes | None]]]:
+        """The raw form of :meth:`scan_objects`, for whole-archive passes that must be cheap per object.
+
+        Yields pages of (object key, encoded entry, last-access day as 4 bytes or None), in key order,
+        deleted objects included; decode entries with :func:`mmarchive.index.schema.object_summary`.
+        """
         prefix = tenant_prefix(check_tenant(tenant)) if tenant is not None else b""
         start = prefix
         skip_first = False
@@ -874,33 +891,25 @@ class Archive:
         except StorageError:
             db_a = None  # a read-only handle on an index that predates the access table
         while True:
-            page: list[StoredObject] = []
-            last = b""
+            page: builtins.list[tuple[bytes, bytes, bytes | None]] = []
             with self.index.read() as txn:
                 cur = txn.cursor(db=db_o)
                 if not cur.set_range(start):
                     return
-                access = txn.cursor(db=db_a) if db_a is not None else None
+                get_access = txn.cursor(db=db_a).get if db_a is not None else None
                 for key, value in cur:
                     if not key.startswith(prefix):
                         break
                     if skip_first and key == start:
                         continue
-                    last = key
-                    entry = ObjectEntry.decode(value)
-                    if entry.live:
-                        raw_day = access.get(key) if access is not None else None
-                        tenant_name, oid = split_scoped_key(key)
-                        page.append(StoredObject(
-                            tenant_name, oid.hex(), entry.size, entry.created_ns, entry.metadata_json,
-                            entry.record.pack,
-                            int.from_bytes(raw_day, "little") if raw_day is not None else None))
+                    page.append((key, value, get_access(key) if get_access is not None else None))
                     if len(page) >= _SCAN_PAGE:
                         break
-            yield from page
+            if page:
+                yield page
             if len(page) < _SCAN_PAGE:
                 return
-            start, skip_first = last, True
+            start, skip_first = page[-1][0], True
 
     def changes(self, *, tenant: str = DEFAULT_TENANT, after: int = 0,
                 limit: int = 1000) -> builtins.list[ObjectChange]:

@@ -136,9 +136,14 @@ class FactsReader:
 
     def facts(self, tenant: str, object_id: str, size: int, created_ns: int, metadata_json: bytes,
               tier: str, last_access: datetime | None = None) -> ObjectFacts:
-        part = self.partial(metadata_json)
-        return ObjectFacts(tenant, object_id, part["kind"], size,
-                           datetime.fromtimestamp(created_ns / 1e9, tz=UTC), tier, last_access,
+        return self.facts_for(self.partial(metadata_json), tenant, object_id, size,
+                              datetime.fromtimestamp(created_ns / 1e9, tz=UTC), tier, last_access)
+
+    @staticmethod
+    def facts_for(part: dict[str, Any], tenant: str, object_id: str, size: int, ingested: datetime,
+                  tier: str, last_access: datetime | None) -> ObjectFacts:
+        """Facts from a :meth:`partial` result and the core's own fields."""
+        return ObjectFacts(tenant, object_id, part["kind"], size, ingested, tier, last_access,
                            part.get("study_date"), part.get("patient_birth_date"), part.get("patient_id"),
                            part.get("study_uid"), part.get("series_uid"), part.get("modality"),
                            part.get("sop_class_uid"))

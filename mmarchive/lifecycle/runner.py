@@ -1,19 +1,19 @@
 """The lifecycle runner: turn the policy, the holds and the tiers' capacity into a plan, and carry it out.
 
-:func:`make_plan` reads every live object once (through :meth:`Archive.scan_objects`), asks the policy what
+:func:`make_plan` reads every live object once (:meth:`Archive.scan_object_rows`), asks the policy what
 it decides for each, and gathers the answers per pack, since packs are what move: a pack goes to the coldest
 tier that every object in it is due for (an object that must stay keeps its pack where it is), never to a
 hotter one. Objects whose retention has ended under an expiry rule are planned for deletion unless a legal
 hold keeps them. Then capacity: a tier above its high-water mark sends its least recently used packs down
-one tier until it is back under. Packs that gc would repack are listed. With ``horizon_days`` the plan also
-lists, day by day, what the policy will make due over that horizon. A plan is a plain record; printing it is
-the CLI's business.
+one tier until it is back under. Packs that gc would repack are listed, and replicas to make or drop. The
+policy sees ingest and last-access times by their UTC day, taken at the day's end (an object never looks
+older than it is). With ``horizon_days`` the plan also lists, day by day, what the policy will make due
+over that horizon. A plan is a plain record; printing it is the CLI's business.
 
 :func:`run_plan` carries a fresh plan out: it first finishes or rolls back moves a crash interrupted, then
 expires (each deletion re-checked against holds and retention by the archive and audited), then moves packs
 (copy, verify, switch; rate-limited; each audited), then makes missing replicas and drops stale ones, then
-repacks with gc. Every step is idempotent, so a run
-that stopped is simply run again.
+repacks with gc. Every step is idempotent, so a run that stopped is simply run again.
 """
 
 from __future__ import annotations
@@ -22,7 +22,8 @@ import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, date, datetime, timedelta
-from typing import TYPE_CHECKING, Any
+from datetime import time as dtime
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from mmarchive.errors import (
     IntegrityError,
@@ -31,8 +32,9 @@ from mmarchive.errors import (
     RetentionError,
     StorageError,
 )
+from mmarchive.index.schema import STATE_LIVE, object_summary
 from mmarchive.lifecycle.audit import AuditEntry, current_user
-from mmarchive.lifecycle.policy import FOREVER, Policy, TierOrder
+from mmarchive.lifecycle.policy import FOREVER, Change, Decision, Policy, TierOrder
 from mmarchive.maintenance.replicas import add_replica, all_replicas, drop_replica
 from mmarchive.pack.format import pack_name
 
@@ -40,6 +42,9 @@ if TYPE_CHECKING:
     from mmarchive.archive import Archive
 
 _EPOCH = date(1970, 1, 1)
+_DAY_NS = 86_400 * 10**9
+#: Distinct (facts, tenant, tier, ingest day, access day) decisions kept while planning.
+_MEMO_LIMIT = 1 << 20
 
 
 @dataclass(frozen=True)
@@ -59,8 +64,9 @@ class PlannedMove:
     seal: bool = False
 
 
-@dataclass(frozen=True)
-class PlannedExpiry:
+class PlannedExpiry(NamedTuple):
+    """An object to delete (a named tuple: a plan may list hundreds of thousands)."""
+
     tenant: str
     object_id: str
     size: int
@@ -139,7 +145,7 @@ class Plan:
         return {
             "now": self.now.isoformat(), "horizon_days": self.horizon_days, "policy": self.policy,
             "objects": self.objects, "unfinished_moves": self.unfinished_moves,
-            "moves": [asdict(m) for m in self.moves], "expiries": [asdict(e) for e in self.expiries],
+            "moves": [asdict(m) for m in self.moves], "expiries": [e._asdict() for e in self.expiries],
             "held": [asdict(h) for h in self.held], "repacks": [asdict(r) for r in self.repacks],
             "replicas": [asdict(r) for r in self.replicas],
             "tiers": [{"tier": t, "bytes_before": self.tiers_before.get(t, 0),
@@ -187,45 +193,80 @@ def make_plan(archive: Archive, policy: Policy, *, now: datetime | None = None, 
     guard = archive.lifecycle
     holds = guard.holds
     holds.refresh()
+    held_tenants = {h.tenant for h in holds.active()}
     reader = guard.facts
     upcoming: dict[date, UpcomingDay] = {}
     rank = order.rank
-    for obj in archive.scan_objects():
-        state = packs.get(obj.pack_id)
-        tier = state.tier if state is not None else archive.tier.name
-        last = (datetime.combine(_EPOCH + timedelta(days=obj.last_access_day), datetime.min.time(), UTC)
-                if obj.last_access_day is not None else None)
-        facts = reader.facts(obj.tenant, obj.id, obj.size, obj.created_ns, obj.metadata_json, tier, last)
-        plan.objects += 1
-        decision = policy.decide(facts, now)
-        if decision.may_expire:
-            held = holds.holds_for(facts)
-            if not held:
-                until = decision.retain_until
-                plan.expiries.append(PlannedExpiry(
-                    obj.tenant, obj.id, obj.size, decision.expire_rule or "",
-                    until.isoformat() if until is not None and until != FOREVER else None))
-                continue  # an object about to go does not keep its pack anywhere
-            plan.held.append(HeldExpiry(obj.tenant, obj.id, obj.size, tuple(h.id for h in held)))
-        if state is not None:
-            target = decision.move_from(tier, order) or tier
-            r = rank(target)
-            if r < state.target_rank:
-                state.target_rank = r
-                state.target_rule = decision.tier_rule or ""
-            state.objects += 1
-            used = (obj.last_access_day if obj.last_access_day is not None
-                    else obj.created_ns // 86_400_000_000_000)
-            state.last_use_day = max(state.last_use_day, used)
-        if horizon_days > 0:
-            for change in policy.next_changes(facts, now, horizon_days):
+    # Objects of one series share their facts, and the policy sees ingest and access times by the UTC
+    # day (the end of the day: an object never looks older than it is), so a decision is made once per
+    # (facts, tenant, tier, ingest day, access day) and reused for the series' other objects.
+    memo: dict[tuple[int, bytes, str, int, int], tuple[Decision, int, tuple[Change, ...]]] = {}
+    day_end: dict[int, datetime] = {}
+
+    def end_of(day: int) -> datetime:
+        t = day_end.get(day)
+        if t is None:
+            t = day_end[day] = datetime.combine(_EPOCH + timedelta(days=day), dtime.max, UTC)
+        return t
+
+    live = STATE_LIVE
+    landing = archive.tier.name
+    for page in archive.scan_object_rows():
+        for key, value, raw_day in page:
+            status, size, created_ns, pack_id, metadata = object_summary(value)
+            if status != live:
+                continue
+            state = packs.get(pack_id)
+            tier = state.tier if state is not None else landing
+            part = reader.partial(metadata)
+            ingest_day = created_ns // _DAY_NS
+            access_day = int.from_bytes(raw_day, "little") if raw_day is not None else -1
+            cut = key.index(b"\x00")
+            tenant_raw = key[:cut]
+            plan.objects += 1
+            memo_key = (id(part), tenant_raw, tier, ingest_day, access_day)
+            known = memo.get(memo_key)
+            if known is None:
+                facts = reader.facts_for(part, tenant_raw.decode(), key[cut + 1:].hex(), size,
+                                         end_of(ingest_day), tier,
+                                         end_of(access_day) if access_day >= 0 else None)
+                decision = policy.decide(facts, now)
+                target_rank = rank(decision.move_from(tier, order) or tier)
+                changes = policy.next_changes(facts, now, horizon_days) if horizon_days > 0 else ()
+                if len(memo) >= _MEMO_LIMIT:
+                    memo.clear()
+                known = memo[memo_key] = (decision, target_rank, changes)
+            decision, target_rank, changes = known
+            if decision.may_expire:
+                tenant, oid = tenant_raw.decode(), key[cut + 1:].hex()
+                held = []
+                if tenant in held_tenants:
+                    held = holds.holds_for(reader.facts_for(
+                        part, tenant, oid, size, end_of(ingest_day), tier,
+                        end_of(access_day) if access_day >= 0 else None))
+                if not held:
+                    until = decision.retain_until
+                    plan.expiries.append(PlannedExpiry(
+                        tenant, oid, size, decision.expire_rule or "",
+                        until.isoformat() if until is not None and until != FOREVER else None))
+                    continue  # an object about to go does not keep its pack anywhere
+                plan.held.append(HeldExpiry(tenant, oid, size, tuple(h.id for h in held)))
+            if state is not None:
+                if target_rank < state.target_rank:
+                    state.target_rank = target_rank
+                    state.target_rule = decision.tier_rule or ""
+                state.objects += 1
+                used = access_day if access_day >= 0 else ingest_day
+                if used > state.last_use_day:
+                    state.last_use_day = used
+            for change in changes:
                 day = upcoming.setdefault(change.at.date(), UpcomingDay(change.at.date().isoformat()))
                 if change.after.may_expire and not change.before.may_expire:
                     day.expire_objects += 1
-                    day.expire_bytes += obj.size
+                    day.expire_bytes += size
                 elif change.after.tier != change.before.tier and change.after.tier is not None:
                     day.move_objects += 1
-                    day.move_bytes += obj.size
+                    day.move_bytes += size
     plan.upcoming = [upcoming[d] for d in sorted(upcoming)]
 
     after = dict(plan.tiers_before)
