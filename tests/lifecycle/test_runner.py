@@ -159,3 +159,23 @@ def test_capacity_moves_least_recently_used_packs_down(tmp_path: Path) -> None:
         run_plan(archive, plan)
         usage = {u.name: u for u in archive.tier_usage()}
         assert usage["ssd"].bytes <= 0.5 * total and not usage["ssd"].above_high_water
+
+
+def test_run_is_rate_limited_and_resumable(archive: Archive) -> None:
+    for month in (1, 2, 3):
+        put_study(archive, f"5.{month}", date(2011, month, 1), date(2000, 1, 1), n=4, size=20000)
+    archive.seal_packs()
+    plan = make_plan(archive, archive.lifecycle.policy)
+    total = sum(m.bytes for m in plan.moves)
+    assert len(plan.moves) >= 3
+    slept: list[float] = []
+    # Stop after the first move (as a kill would): the next plan has only the rest, and runs it.
+    first, *rest = plan.moves
+    report = run_plan(archive, dataclasses.replace(plan, moves=[first]), rate_bytes_s=1000.0,
+                      sleep=slept.append)
+    assert report.moved == 1 and slept and 0 < slept[0] <= first.bytes / 1000.0
+    again = make_plan(archive, archive.lifecycle.policy)
+    assert {m.pack for m in again.moves} == {m.pack for m in rest}
+    slept.clear()
+    run_plan(archive, again, rate_bytes_s=total / 2, sleep=slept.append)
+    assert sum(slept) <= 2.0 and not make_plan(archive, archive.lifecycle.policy).moves
