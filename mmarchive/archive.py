@@ -789,7 +789,8 @@ class Archive:
         got = self.recall.read(name, cold_size, read) if cold_size else None
         if got is None:
             try:
-                src = self.tiers.get(tier_name).reader(name)
+                with self.tiers.get(tier_name).reader(name, size=cold_size or None) as src:
+                    got = read(src)
             except IntegrityError:
                 # The pack may have moved to another tier or been repacked since the look-up (and its
                 # old copy been removed after the move's grace period): look again once.
@@ -797,9 +798,9 @@ class Archive:
                 if again[:2] == (chunk, tier_name):
                     raise
                 chunk, tier_name, cold_size = again
-                src = self.tiers.get(tier_name).reader(pack_name(chunk.record.pack))
-            with src:
-                got = read(src)
+                with self.tiers.get(tier_name).reader(pack_name(chunk.record.pack),
+                                                      size=cold_size or None) as src:
+                    got = read(src)
             if cold_size:  # an access of the pack: the cache fetches it in the background when due
                 self.recall.note_read(pack_name(chunk.record.pack), self.tiers.get(tier_name), cold_size)
         head, payload = got

@@ -98,8 +98,9 @@ def read_record(src: PackBytes, offset: int, stored_len: int, *, kind: int,
 
     Raises :class:`IntegrityError` naming the pack and offset when anything does not match.
     """
-    if stored_len >= _SPLIT_READ:
-        # Two reads, so that the payload arrives as its own bytes object (no copy of a large slice).
+    if stored_len >= _SPLIT_READ and getattr(src, "cheap_reads", False):
+        # Two reads, so that the payload arrives as its own bytes object (no copy of a large slice);
+        # on a remote tier a request costs far more than that copy: one read there.
         buf = src.read_at(offset, RECORD_HEADER_LEN)
         payload = src.read_at(offset + RECORD_HEADER_LEN, stored_len)
         complete = len(buf) == RECORD_HEADER_LEN and len(payload) == stored_len

@@ -70,8 +70,12 @@ class Tier(Protocol):
         """
         ...
 
-    def reader(self, pack: str) -> PackFile:
-        """Open a stored pack for positional reads; raises IntegrityError naming it when it is missing."""
+    def reader(self, pack: str, size: int | None = None) -> PackFile:
+        """Open a stored pack for positional reads; raises IntegrityError naming it when it is missing.
+
+        ``size``, when the caller knows it (a sealed pack's length from the index), saves a request on
+        remote tiers; a missing pack is then reported by the first read instead.
+        """
         ...
 
     def size_of(self, pack: str) -> int | None:

@@ -105,8 +105,8 @@ class LocalTier:
         os.lseek(fd, 0, os.SEEK_END)
         return fd
 
-    def reader(self, name: str) -> LocalPackFile:
-        """Open a pack for reading; the caller closes the returned file."""
+    def reader(self, name: str, size: int | None = None) -> LocalPackFile:
+        """Open a pack for reading; the caller closes the returned file (``size`` is not needed here)."""
         with self._lock:
             fd = self._open.get(name)
             if fd is not None:

@@ -120,9 +120,9 @@ def _is_not_found(e: ClientError) -> bool:
 class S3PackFile:
     """Random access to one pack in an S3 tier (:class:`mmarchive.pack.reader.PackBytes`).
 
-    Its size comes from one HEAD when it is opened; every :meth:`read_at` is one ranged GET of just the
-    bytes asked for (clamped to the size: a read past the end returns fewer bytes, or none, as ``pread``
-    does on a local file). Threads may share it.
+    Its size comes from the caller (the index) or from one HEAD when it is opened; every
+    :meth:`read_at` is one ranged GET of just the bytes asked for (clamped to the size: a read past the
+    end returns fewer bytes, or none, as ``pread`` does on a local file). Threads may share it.
     """
 
     def __init__(self, tier: S3Tier, name: str, size: int) -> None:
@@ -339,10 +339,12 @@ class S3Tier:
 
     # -- the Tier interface -----------------------------------------------------------------------------
 
-    def reader(self, pack: str) -> S3PackFile:
-        """Open a stored pack for ranged reads (one HEAD now for its size)."""
+    def reader(self, pack: str, size: int | None = None) -> S3PackFile:
+        """Open a stored pack for ranged reads (one HEAD now for its size, unless ``size`` is given)."""
         _check_pack(pack)
         self._check_open()
+        if size is not None:
+            return S3PackFile(self, pack, size)
         head = self._head(pack, f"open pack {pack}")
         if head is None:
             raise IntegrityError(f"pack {pack} is missing from {self.where}; restore it from a replica or "

@@ -130,3 +130,17 @@ def test_sigkill_during_moves_to_s3_loses_nothing(s3_env: S3Server, tmp_path: Pa
     assert os.environ["AWS_ACCESS_KEY_ID"] == s3_env.access_key
     moved = kill_cycles(root, tmp_path, expected, cycles=12, seed=random.randrange(1000))
     assert moved >= 5  # the kills landed among real moves
+
+
+def test_reading_one_object_from_s3_is_one_ranged_get(s3_env: S3Server, tmp_path: Path) -> None:
+    with Archive.create(tmp_path / "archive", three_tier_config(tmp_path, s3_env)) as archive:
+        expected = fill(archive, n=20)
+        for p in archive.packs():
+            archive.move_pack(p.id, "cold", grace_s=0)
+        calls: list[str] = []
+        client = archive.tiers.get("cold").client  # type: ignore[attr-defined]
+        client.meta.events.register("before-call.s3.*", lambda model, **_: calls.append(model.name))
+        # One object stored whole (not chunked): one record, so one request, no HEAD for the size.
+        single = next(oid for oid in expected if archive.stat(oid).chunk_count == 1)
+        archive.get(single)
+        assert calls == ["GetObject"]

@@ -93,8 +93,8 @@ def count_reads(monkeypatch: pytest.MonkeyPatch, tier: Tier) -> list[int]:
     counter = [0]
     original = tier.reader
 
-    def reader(pack: str) -> _CountingFile:
-        return _CountingFile(original(pack), counter)
+    def reader(pack: str, size: int | None = None) -> _CountingFile:
+        return _CountingFile(original(pack, size), counter)
 
     monkeypatch.setattr(tier, "reader", reader)
     return counter
@@ -333,8 +333,8 @@ def test_a_copy_that_does_not_verify_on_fetch_is_never_used(tmp_path: Path,
         disk = archive.tiers.get("disk")
         original = disk.reader
 
-        def damaged(pack: str) -> PackFile:  # the fetch reads a flipped byte; ranged reads are fine
-            src = original(pack)
+        def damaged(pack: str, size: int | None = None) -> PackFile:  # the fetch reads a flipped byte
+            src = original(pack, size)
             real = src.read_at
 
             def read_at(offset: int, length: int) -> bytes:
