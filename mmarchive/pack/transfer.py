@@ -80,11 +80,16 @@ def copy_pack(src: _Tier, dst: _Tier, name: str, size: int, *, block: int = TRAN
     Raises :class:`IntegrityError` when the source or the copy does not verify (the bad copy is removed),
     or the target's :class:`StorageError` when it cannot store.
     """
-    reader = src.reader(name)
-    try:
-        dst.store(name, _blocks(reader, size, block), size)
-    finally:
-        reader.close()
+    src_path = getattr(src, "path", None)
+    copy_in = getattr(dst, "copy_in", None)
+    if src_path is not None and copy_in is not None:
+        copy_in(name, src_path(name), size)  # both local: the kernel copies, no bytes through Python
+    else:
+        reader = src.reader(name)
+        try:
+            dst.store(name, _blocks(reader, size, block), size)
+        finally:
+            reader.close()
     try:
         check_sealed_copy(dst, name, size, block=block)
     except IntegrityError as e:

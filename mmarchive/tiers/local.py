@@ -178,6 +178,38 @@ class LocalTier:
             tmp.unlink(missing_ok=True)
         self.forget(pack)
 
+    def copy_in(self, pack: str, source: Path, size: int) -> None:
+        """Store a pack by copying the local file ``source`` inside the kernel (``copy_file_range``),
+        with the same temp-file, fsync, rename and folder fsync as :meth:`store`."""
+        path = self.path(pack)
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
+        try:
+            src = open(source, "rb")  # noqa: SIM115 (closed by the with below)
+        except FileNotFoundError as e:
+            raise IntegrityError(f"pack {pack} is missing at {source}; restore it from a replica or run "
+                                 "`mmarchive verify`", pack=pack) from e
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            with src, open(tmp, "wb") as dst:
+                copied = 0
+                while copied < size:
+                    n = os.copy_file_range(src.fileno(), dst.fileno(), min(size - copied, 1 << 30))
+                    if n == 0:
+                        break
+                    copied += n
+                if copied != size:
+                    raise InvalidInputError(f"pack {pack}: {source} has {copied} bytes, not {size}; "
+                                            "nothing was stored")
+                os.fsync(dst.fileno())
+            os.replace(tmp, path)
+            fsync_directory(path.parent)
+        except OSError as e:
+            raise StorageError(f"cannot store pack {pack} in {self.root}: {e.strerror or e}; "
+                               "check the space and permissions of that directory") from e
+        finally:
+            tmp.unlink(missing_ok=True)
+        self.forget(pack)
+
     def size_of(self, pack: str) -> int | None:
         try:
             return self.path(pack).stat().st_size

@@ -299,3 +299,16 @@ def test_reads_in_another_process_go_on_during_moves(two_tiers: tuple[Path, Arch
     passes, reads, errors = map(int, out.read_text().split("\n")[0].split())
     assert errors == 0, out.read_text()
     assert passes >= 2 and reads >= 80
+
+
+def test_a_local_copy_of_a_missing_pack_is_an_integrity_error(tmp_path: Path) -> None:
+    from mmarchive.tiers.local import LocalTier
+
+    tier = LocalTier(tmp_path / "t", name="t")
+    with pytest.raises(IntegrityError, match="missing"):
+        tier.copy_in("ab" * 16, tmp_path / "nowhere.pack", 10)
+    source = tmp_path / "short.pack"
+    source.write_bytes(b"x" * 5)
+    with pytest.raises(InvalidInputError, match="nothing was stored"):
+        tier.copy_in("ab" * 16, source, 10)
+    assert not list(tier.list()) and not list((tmp_path / "t").rglob("*.tmp"))
