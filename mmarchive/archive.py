@@ -876,15 +876,16 @@ class Archive:
                     yield StoredObject(key[:cut].decode(), key[cut + 1:].hex(), size, created, meta, pack,
                                        int.from_bytes(raw_day, "little") if raw_day is not None else None)
 
-    def scan_object_rows(self, *, tenant: str | None = None
+    def scan_object_rows(self, *, tenant: str | None = None, start: bytes = b"", stop: bytes | None = None
                          ) -> Iterator[builtins.list[tuple[bytes, bytes, bytes | None]]]:
         """The raw form of :meth:`scan_objects`, for whole-archive passes that must be cheap per object.
 
         Yields pages of (object key, encoded entry, last-access day as 4 bytes or None), in key order,
         deleted objects included; decode entries with :func:`mmarchive.index.schema.object_summary`.
+        ``start`` (inclusive) and ``stop`` (exclusive) bound the keys, so passes can share the table.
         """
         prefix = tenant_prefix(check_tenant(tenant)) if tenant is not None else b""
-        start = prefix
+        start = max(start, prefix)
         skip_first = False
         db_o = self.index.db(DB_OBJECTS)
         try:
@@ -899,7 +900,7 @@ class Archive:
                     return
                 get_access = txn.cursor(db=db_a).get if db_a is not None else None
                 for key, value in cur:
-                    if not key.startswith(prefix):
+                    if not key.startswith(prefix) or (stop is not None and key >= stop):
                         break
                     if skip_first and key == start:
                         continue
@@ -945,6 +946,18 @@ class Archive:
     def tenants(self) -> builtins.list[str]:
         with self.index.read() as txn:
             return [k.decode() for k, _v in txn.cursor(db=self.index.db(DB_TENANTS))]
+
+    def object_tenants(self) -> builtins.list[str]:
+        """The tenants that have entries in the objects table, found by one seek per tenant."""
+        out: builtins.list[str] = []
+        with self.index.read() as txn:
+            cur = txn.cursor(db=self.index.db(DB_OBJECTS))
+            found = cur.first()
+            while found:
+                tenant = cur.key()[:cur.key().index(b"\x00")]
+                out.append(tenant.decode())
+                found = cur.set_range(tenant + b"\x01")
+        return out
 
     def stats(self, *, tenant: str | None = None) -> ArchiveStats:
         """Totals for one tenant or (``tenant=None``) the whole archive."""

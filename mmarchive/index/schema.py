@@ -136,6 +136,11 @@ class ObjectEntry(NamedTuple):
         return ObjectEntry(state, seq, size, created, RecordLocation(pack, off, slen), meta, chunks)
 
 
+#: The fixed head of an encoded object entry: state, seq, size, created_ns, record pack, record offset,
+#: record stored length, chunk count, metadata length; the metadata JSON follows it.
+OBJECT_HEAD = _OBJECT
+
+
 def object_summary(buf: bytes) -> tuple[int, int, int, bytes, bytes]:
     """(state, size, created_ns, manifest pack id, metadata_json) of an encoded object entry, without
     decoding its chunk list (what a scan over every object needs, at a fraction of :meth:`decode`)."""

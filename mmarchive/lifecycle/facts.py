@@ -119,6 +119,17 @@ class FactsReader:
             got = self._parsed[metadata_json] = {"kind": kind}
         return got
 
+    def partial_in(self, buf: bytes, start: int, end: int) -> dict[str, Any]:
+        """:meth:`partial` of ``buf[start:end]`` (the metadata inside an index entry), without copying
+        it when its facts were parsed before."""
+        i = buf.find(_FACTS_MARK, start, end)
+        if i >= 0:
+            j = buf.find(b"}", i, end)
+            got = self._parsed.get(buf[i + len(_FACTS_MARK) - 1:j + 1])
+            if got is not None:
+                return got
+        return self.partial(buf[start:end])
+
     @staticmethod
     def _from_facts(value: Any) -> dict[str, Any]:
         if not isinstance(value, dict):

@@ -18,6 +18,12 @@ repacks with gc. Every step is idempotent, so a run that stopped is simply run a
 
 from __future__ import annotations
 
+import logging
+import os
+import pickle
+import subprocess
+import sys
+import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -26,14 +32,17 @@ from datetime import time as dtime
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 from mmarchive.errors import (
+    ArchiveError,
     IntegrityError,
     InvalidInputError,
     NotFoundError,
     RetentionError,
     StorageError,
 )
-from mmarchive.index.schema import STATE_LIVE, object_summary
+from mmarchive.index.schema import OBJECT_HEAD, STATE_LIVE
 from mmarchive.lifecycle.audit import AuditEntry, current_user
+from mmarchive.lifecycle.facts import FactsReader
+from mmarchive.lifecycle.holds import HoldRegistry
 from mmarchive.lifecycle.policy import FOREVER, Change, Decision, Policy, TierOrder
 from mmarchive.maintenance.replicas import add_replica, all_replicas, drop_replica
 from mmarchive.pack.format import pack_name
@@ -41,10 +50,13 @@ from mmarchive.pack.format import pack_name
 if TYPE_CHECKING:
     from mmarchive.archive import Archive
 
+log = logging.getLogger(__name__)
 _EPOCH = date(1970, 1, 1)
 _DAY_NS = 86_400 * 10**9
 #: Distinct (facts, tenant, tier, ingest day, access day) decisions kept while planning.
 _MEMO_LIMIT = 1 << 20
+#: From this many objects a plan shares its pass over the objects table between two processes.
+_PARALLEL_OBJECTS = 200_000
 
 
 @dataclass(frozen=True)
@@ -175,28 +187,108 @@ class _PackState:
     last_use_day: int = 0
 
 
-def make_plan(archive: Archive, policy: Policy, *, now: datetime | None = None, horizon_days: int = 0,
-              repack_below: float = 0.5) -> Plan:
-    """What a lifecycle run would do now (and, with ``horizon_days``, what becomes due after)."""
-    now = now or datetime.now(UTC)
+@dataclass
+class _ObjectScan:
+    """What a pass over (a key range of) the objects table found; passes over disjoint ranges merge."""
+
+    objects: int = 0
+    #: pack id -> [objects counted, rank of the coldest tier all are due for, its rule, last use day]
+    per_pack: dict[bytes, list[Any]] = field(default_factory=dict)
+    expiries: list[PlannedExpiry] = field(default_factory=list)
+    held: list[HeldExpiry] = field(default_factory=list)
+    #: day -> [objects to move, their bytes, objects to expire, their bytes]
+    upcoming: dict[date, list[int]] = field(default_factory=dict)
+
+    def merge(self, other: _ObjectScan) -> None:
+        self.objects += other.objects
+        self.expiries += other.expiries
+        self.held += other.held
+        for pid, row in other.per_pack.items():
+            mine = self.per_pack.get(pid)
+            if mine is None:
+                self.per_pack[pid] = row
+                continue
+            mine[0] += row[0]
+            if row[1] < mine[1]:
+                mine[1], mine[2] = row[1], row[2]
+            mine[3] = max(mine[3], row[3])
+        for day, counts in other.upcoming.items():
+            mine_counts = self.upcoming.setdefault(day, [0, 0, 0, 0])
+            for i, n in enumerate(counts):
+                mine_counts[i] += n
+
+
+def _key_ranges(tenants: list[str], part: int, parts: int) -> list[tuple[bytes, bytes]]:
+    """Worker ``part``'s share of the objects table: a slice of every tenant's object ids."""
+    lo, hi = 256 * part // parts, 256 * (part + 1) // parts
+    out = []
+    for tenant in tenants:
+        prefix = tenant.encode() + b"\x00"
+        stop = prefix + bytes([hi]) if hi < 256 else tenant.encode() + b"\x01"
+        out.append((prefix + bytes([lo]), stop))
+    return out
+
+
+def scan_in_worker(path: str, policy_data: dict[str, Any], source: str, now: datetime, horizon_days: int,
+                   pack_tiers: dict[bytes, str], ranges: list[tuple[bytes, bytes]]) -> _ObjectScan:
+    """One worker process's share of a plan, on its own read-only handle on the archive."""
+    from mmarchive.archive import Archive
+
+    policy = Policy.from_dict(policy_data, source=source)
+    with Archive.open(path, readonly=True) as archive:
+        return _scan(archive, archive.lifecycle.holds, policy, now, horizon_days, pack_tiers, ranges)
+
+
+def _run_workers(jobs: list[tuple[Any, ...]]) -> list[_ObjectScan]:
+    """Run :func:`scan_in_worker` for each job in its own fresh interpreter, all at once.
+
+    Plain child processes (``python -m mmarchive.lifecycle.planworker``, arguments and result pickled
+    over pipes) rather than multiprocessing: a library must not fork a process that may run threads,
+    nor make the embedding program's main module importable twice, as multiprocessing's spawn does.
+    """
+    procs = []
+    for job in jobs:
+        errors = tempfile.TemporaryFile()  # noqa: SIM115 (closed below, after the child has ended)
+        proc = subprocess.Popen([sys.executable, "-m", "mmarchive.lifecycle.planworker"],
+                                stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=errors)
+        assert proc.stdin is not None
+        proc.stdin.write(pickle.dumps(job, protocol=pickle.HIGHEST_PROTOCOL))
+        proc.stdin.close()
+        procs.append((proc, errors))
+    results: list[_ObjectScan] = []
+    failure = ""
+    for proc, errors in procs:
+        assert proc.stdout is not None
+        out = proc.stdout.read()
+        proc.stdout.close()
+        proc.wait()
+        errors.seek(0)
+        err = errors.read().decode(errors="replace").strip()
+        errors.close()
+        if proc.returncode != 0 or not out:
+            failure = failure or (err.splitlines() or [f"exit status {proc.returncode}"])[-1]
+            continue
+        result = pickle.loads(out)
+        if isinstance(result, ArchiveError):
+            raise result
+        results.append(result)
+    if failure:
+        raise StorageError(f"a lifecycle plan worker process failed ({failure}); plan again with "
+                           "workers=1 to plan in one process")
+    return results
+
+
+def _scan(archive: Archive, holds: HoldRegistry, policy: Policy, now: datetime, horizon_days: int,
+          pack_tiers: dict[bytes, str], ranges: list[tuple[bytes, bytes]] | None) -> _ObjectScan:
+    """Decide for every live object (of ``ranges`` of keys, or all): per-pack targets, expiries, holds."""
+    out = _ObjectScan()
     order = TierOrder(archive.tiers.names)
-    plan = Plan(now, horizon_days, policy.provenance())
-    busy = {m.pack for m in archive.pack_moves()}
-    plan.unfinished_moves = len(busy)
-    packs: dict[bytes, _PackState] = {}
-    for p in archive.packs():
-        pid = bytes.fromhex(p.id)
-        packs[pid] = _PackState(p.tenant, p.group, p.tier, p.size, p.live_bytes, p.sealed)
-        plan.tiers_before[p.tier] = plan.tiers_before.get(p.tier, 0) + p.size
-    for name in order.names:
-        plan.tiers_before.setdefault(name, 0)
-    guard = archive.lifecycle
-    holds = guard.holds
+    rank = order.rank
     holds.refresh()
     held_tenants = {h.tenant for h in holds.active()}
-    reader = guard.facts
-    upcoming: dict[date, UpcomingDay] = {}
-    rank = order.rank
+    reader = FactsReader()
+    per_pack = out.per_pack
+    upcoming = out.upcoming
     # Objects of one series share their facts, and the policy sees ingest and access times by the UTC
     # day (the end of the day: an object never looks older than it is), so a decision is made once per
     # (facts, tenant, tier, ingest day, access day) and reused for the series' other objects.
@@ -211,19 +303,24 @@ def make_plan(archive: Archive, policy: Policy, *, now: datetime | None = None, 
 
     live = STATE_LIVE
     landing = archive.tier.name
-    for page in archive.scan_object_rows():
+    spans: list[tuple[bytes, bytes | None]] = list(ranges) if ranges is not None else [(b"", None)]
+    pages = (page for start, stop in spans for page in archive.scan_object_rows(start=start, stop=stop))
+    objects = 0
+    unpack = OBJECT_HEAD.unpack_from
+    head = OBJECT_HEAD.size
+    partial_in = reader.partial_in
+    for page in pages:
         for key, value, raw_day in page:
-            status, size, created_ns, pack_id, metadata = object_summary(value)
+            status, _seq, size, created_ns, pack_id, _off, _len, _chunks, meta_len = unpack(value)
             if status != live:
                 continue
-            state = packs.get(pack_id)
-            tier = state.tier if state is not None else landing
-            part = reader.partial(metadata)
+            objects += 1
+            tier = pack_tiers.get(pack_id, landing)
+            part = partial_in(value, head, head + meta_len)
             ingest_day = created_ns // _DAY_NS
             access_day = int.from_bytes(raw_day, "little") if raw_day is not None else -1
             cut = key.index(b"\x00")
             tenant_raw = key[:cut]
-            plan.objects += 1
             memo_key = (id(part), tenant_raw, tier, ingest_day, access_day)
             known = memo.get(memo_key)
             if known is None:
@@ -246,27 +343,78 @@ def make_plan(archive: Archive, policy: Policy, *, now: datetime | None = None, 
                         end_of(access_day) if access_day >= 0 else None))
                 if not held:
                     until = decision.retain_until
-                    plan.expiries.append(PlannedExpiry(
+                    out.expiries.append(PlannedExpiry(
                         tenant, oid, size, decision.expire_rule or "",
                         until.isoformat() if until is not None and until != FOREVER else None))
                     continue  # an object about to go does not keep its pack anywhere
-                plan.held.append(HeldExpiry(tenant, oid, size, tuple(h.id for h in held)))
-            if state is not None:
-                if target_rank < state.target_rank:
-                    state.target_rank = target_rank
-                    state.target_rule = decision.tier_rule or ""
-                state.objects += 1
+                out.held.append(HeldExpiry(tenant, oid, size, tuple(h.id for h in held)))
+            if pack_id in pack_tiers:
                 used = access_day if access_day >= 0 else ingest_day
-                if used > state.last_use_day:
-                    state.last_use_day = used
+                row = per_pack.get(pack_id)
+                if row is None:
+                    per_pack[pack_id] = [1, target_rank, decision.tier_rule or "", used]
+                else:
+                    row[0] += 1
+                    if target_rank < row[1]:
+                        row[1], row[2] = target_rank, decision.tier_rule or ""
+                    if used > row[3]:
+                        row[3] = used
             for change in changes:
-                day = upcoming.setdefault(change.at.date(), UpcomingDay(change.at.date().isoformat()))
+                counts = upcoming.setdefault(change.at.date(), [0, 0, 0, 0])
                 if change.after.may_expire and not change.before.may_expire:
-                    day.expire_objects += 1
-                    day.expire_bytes += size
+                    counts[2] += 1
+                    counts[3] += size
                 elif change.after.tier != change.before.tier and change.after.tier is not None:
-                    day.move_objects += 1
-                    day.move_bytes += size
+                    counts[0] += 1
+                    counts[1] += size
+    out.objects = objects
+    return out
+
+
+def make_plan(archive: Archive, policy: Policy, *, now: datetime | None = None, horizon_days: int = 0,
+              repack_below: float = 0.5, workers: int | None = None) -> Plan:
+    """What a lifecycle run would do now (and, with ``horizon_days``, what becomes due after).
+
+    ``workers`` processes share the pass over the objects table (default: two on a machine with two
+    cores or more once the archive holds 200,000 objects, else one, in this process).
+    """
+    now = now or datetime.now(UTC)
+    order = TierOrder(archive.tiers.names)
+    plan = Plan(now, horizon_days, policy.provenance())
+    busy = {m.pack for m in archive.pack_moves()}
+    plan.unfinished_moves = len(busy)
+    packs: dict[bytes, _PackState] = {}
+    for p in archive.packs():
+        pid = bytes.fromhex(p.id)
+        packs[pid] = _PackState(p.tenant, p.group, p.tier, p.size, p.live_bytes, p.sealed)
+        plan.tiers_before[p.tier] = plan.tiers_before.get(p.tier, 0) + p.size
+    for name in order.names:
+        plan.tiers_before.setdefault(name, 0)
+    pack_tiers = {pid: st.tier for pid, st in packs.items()}
+    if workers is None:
+        workers = 2 if (os.cpu_count() or 1) >= 2 and archive.stats().objects >= _PARALLEL_OBJECTS else 1
+    if workers <= 1:
+        scan = _scan(archive, archive.lifecycle.holds, policy, now, horizon_days, pack_tiers, None)
+    else:
+        scan = _ObjectScan()
+        tenants = sorted(set(archive.tenants()) | set(archive.object_tenants()))
+        path = str(archive.path.resolve())
+        jobs = [(path, policy.to_dict(), policy.source, now, horizon_days, pack_tiers,
+                 _key_ranges(tenants, i, workers)) for i in range(workers)]
+        try:
+            for part in _run_workers(jobs):
+                scan.merge(part)
+        except (OSError, StorageError) as e:  # no Python to start here (an embedding host): one process
+            log.warning("planning in one process: the plan's worker processes failed (%s)", e)
+            scan = _scan(archive, archive.lifecycle.holds, policy, now, horizon_days, pack_tiers, None)
+    plan.objects = scan.objects
+    plan.expiries, plan.held = scan.expiries, scan.held
+    for pid, (count, target_rank, target_rule, last_use) in scan.per_pack.items():
+        st = packs.get(pid)
+        if st is not None:
+            st.objects, st.target_rank, st.target_rule, st.last_use_day = (
+                count, target_rank, target_rule, last_use)
+    upcoming = {d: UpcomingDay(d.isoformat(), *counts) for d, counts in scan.upcoming.items()}
     plan.upcoming = [upcoming[d] for d in sorted(upcoming)]
 
     after = dict(plan.tiers_before)

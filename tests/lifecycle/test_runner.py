@@ -179,3 +179,35 @@ def test_run_is_rate_limited_and_resumable(archive: Archive) -> None:
     slept.clear()
     run_plan(archive, again, rate_bytes_s=total / 2, sleep=slept.append)
     assert sum(slept) <= 2.0 and not make_plan(archive, archive.lifecycle.policy).moves
+
+
+def test_a_plan_shared_between_worker_processes_is_the_same_plan(archive: Archive) -> None:
+    for i, study_date in enumerate((date(2009, 1, 5), date(2011, 6, 1), TODAY - timedelta(days=40))):
+        put_study(archive, f"6.{i}", study_date, date(1950 + 20 * i, 3, 1), n=12)
+        put_study(archive, f"7.{i}", study_date, date(2000, 1, 1), n=12)
+    archive.seal_packs()
+    hold = archive.lifecycle.holds.add("default", "study", "6.0", "audit", "alice")
+    now = datetime.now(UTC)
+    alone = make_plan(archive, archive.lifecycle.policy, now=now, horizon_days=60, workers=1).to_json()
+    shared = make_plan(archive, archive.lifecycle.policy, now=now, horizon_days=60, workers=3).to_json()
+    def by_object(e: dict[str, Any]) -> tuple[str, str]:
+        return e["tenant"], e["object_id"]
+
+    for name in ("expiries", "held"):
+        alone[name].sort(key=by_object)
+        shared[name].sort(key=by_object)
+    assert alone == shared
+    assert alone["expiries"] and alone["moves"]
+    assert [tuple(h["holds"]) for h in alone["held"]] == [(hold.id,)] * 12
+
+
+def test_a_plan_falls_back_to_one_process_when_workers_cannot_start(
+        archive: Archive, monkeypatch: pytest.MonkeyPatch) -> None:
+    import sys
+
+    put_study(archive, "8.1", date(2009, 1, 5), date(1950, 1, 1), n=6)
+    expected = make_plan(archive, archive.lifecycle.policy, workers=1).to_json()
+    monkeypatch.setattr(sys, "executable", "/nonexistent/python")
+    fallback = make_plan(archive, archive.lifecycle.policy, workers=2, now=datetime.fromisoformat(
+        expected["now"])).to_json()
+    assert fallback["totals"] == expected["totals"] and fallback["objects"] == 6
