@@ -120,6 +120,10 @@ class GcReport:
     chunks_dropped: int = 0
     bytes_before: int = 0
     bytes_after: int = 0
+    #: Copies of packs on a tier where the index neither places nor replicates them (and no move
+    #: involves them), removed; and leftovers of stores a crash interrupted, removed.
+    stray_copies_removed: int = 0
+    incomplete_removed: int = 0
 
     @property
     def bytes_reclaimed(self) -> int:

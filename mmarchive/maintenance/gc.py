@@ -30,7 +30,8 @@ from mmarchive.index.schema import (
     change_key,
     split_scoped_key,
 )
-from mmarchive.maintenance.replicas import drop_all_replicas
+from mmarchive.maintenance.moves import pending_moves
+from mmarchive.maintenance.replicas import all_replicas, drop_all_replicas
 from mmarchive.pack.format import (
     FOOTER_LEN,
     RECORD_HEADER_LEN,
@@ -48,6 +49,9 @@ from mmarchive.writepath import finish_deletion
 
 if TYPE_CHECKING:
     from mmarchive.archive import Archive
+
+#: Leftovers of stores (temporary files, unfinished multipart uploads) older than this are removed.
+INCOMPLETE_AFTER_S = 3600.0
 
 
 @dataclass
@@ -70,6 +74,9 @@ def collect_garbage(archive: Archive, *, repack_below: float,
             finish_deletion(archive.index, archive.tiers.get(entry.tier), bytes(pack_id))
     report = GcReport()
     report.bytes_before = _total_pack_bytes(archive)
+    for name in archive.tiers.names:
+        report.incomplete_removed += archive.tiers.get(name).clean_incomplete(INCOMPLETE_AFTER_S)
+    report.stray_copies_removed = _remove_stray_copies(archive)
     for round_ in range(2):  # the second round collects what the first made droppable (tombstones)
         _drop_unneeded_tombstones(archive)
         with archive.index.read() as txn:
@@ -91,6 +98,32 @@ def collect_garbage(archive: Archive, *, repack_below: float,
         progress(1, 1)
     report.bytes_after = _total_pack_bytes(archive)
     return report
+
+
+def _remove_stray_copies(archive: Archive) -> int:
+    """Remove copies of known packs from tiers where nothing wants them: not the pack's tier, not a
+    recorded replica, not the source or target of a move in progress (a reindex during a move's grace
+    period, or a crash between a copy and its record, leaves such copies). The pack's own copy must be
+    present on its tier, so a stray copy is never the last one."""
+    with archive.index.read() as txn:
+        packs = {bytes(k): PackEntry.decode(v) for k, v in txn.cursor(db=archive.index.db(DB_PACKS))}
+    replicas = all_replicas(archive)
+    moving = {(bytes.fromhex(m.pack), t) for m in pending_moves(archive) for t in (m.source, m.target)}
+    present = {name: {p.name for p in archive.tiers.get(name).list()} for name in archive.tiers.names}
+    removed = 0
+    for tier_name, names in present.items():
+        for name in names:
+            pack_id = pack_id_from_name(name)
+            entry = packs.get(pack_id) if pack_id is not None else None
+            if pack_id is None or entry is None or entry.tier == tier_name or entry.deleting:
+                continue  # unknown files are verify's "orphaned" report, not gc's to remove
+            if tier_name in replicas.get(pack_id, {}) or (pack_id, tier_name) in moving:
+                continue
+            if name not in present.get(entry.tier, ()):
+                continue  # the pack's own copy is missing: this one may be what repairs it
+            archive.tiers.get(tier_name).remove(name)
+            removed += 1
+    return removed
 
 
 def _total_pack_bytes(archive: Archive) -> int:

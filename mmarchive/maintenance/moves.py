@@ -149,8 +149,7 @@ def finish_moves(archive: Archive, *, now_ns: int | None = None) -> MovesFinishe
                 done.rolled_back += 1
             else:
                 done.waiting += 1
-        elif move.release_after_ns <= now:
-            _release(archive, pack_id, move)
+        elif move.release_after_ns <= now and _release(archive, pack_id, move):
             done.released += 1
         else:
             done.waiting += 1
@@ -173,8 +172,9 @@ def _roll_back(archive: Archive, pack_id: bytes, move: MoveEntry) -> bool:
     return True
 
 
-def _release(archive: Archive, pack_id: bytes, move: MoveEntry) -> None:
-    """Remove the source copy of a switched move, then forget the move."""
+def _release(archive: Archive, pack_id: bytes, move: MoveEntry) -> bool:
+    """Remove the source copy of a switched move, then forget the move (False: the source tier could
+    not be reached; the move stays recorded)."""
     name = pack_name(pack_id)
     with archive.index.read() as txn:
         raw = txn.get(pack_id, db=archive.index.db(DB_PACKS))
@@ -183,5 +183,11 @@ def _release(archive: Archive, pack_id: bytes, move: MoveEntry) -> None:
         if raw is not None and archive.tiers.config(move.target).replica == move.source:
             record_replica(archive, pack_id, move.source)  # the old copy is the new tier's replica
         elif move.source not in replicas_of(archive, pack_id):
-            archive.tiers.get(move.source).remove(name)
+            try:
+                archive.tiers.get(move.source).remove(name)
+            except StorageError as e:
+                log.warning("could not remove the source copy of moved pack %s from tier %s (%s); it "
+                            "is removed by a later run", name, move.source, e)
+                return False
     archive.index.write(lambda txn: txn.delete(pack_id, db=archive.index.db(DB_MOVES)))
+    return True

@@ -90,6 +90,11 @@ class Tier(Protocol):
         """Every pack the tier holds, by name (in no promised order)."""
         ...
 
+    def clean_incomplete(self, older_than_s: float) -> int:
+        """Remove what stores stopped by a crash left behind (temporary files, unfinished multipart
+        uploads) that is older than ``older_than_s`` seconds; return how many were removed."""
+        ...
+
     def close(self) -> None:
         """Release descriptors and connections; the tier is not used afterwards."""
         ...

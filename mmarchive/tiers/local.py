@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import threading
+import time
 from collections import OrderedDict
 from collections.abc import Iterable, Iterator
 from pathlib import Path
@@ -222,6 +223,25 @@ class LocalTier:
                 yield StoredPack(name, path.stat().st_size)
             except FileNotFoundError:
                 continue  # removed while listing
+
+    def clean_incomplete(self, older_than_s: float) -> int:
+        """Remove temporary files of stores a crash interrupted (``.NAME.pack.PID.TID.tmp``)."""
+        removed = 0
+        if not self.root.exists():
+            return 0
+        cutoff = time.time() - older_than_s
+        for sub in self.root.iterdir():
+            if not (sub.is_dir() and len(sub.name) == 2):
+                continue
+            for f in sub.iterdir():
+                if f.name.startswith(".") and f.name.endswith(".tmp"):
+                    try:
+                        if f.stat().st_mtime < cutoff:
+                            f.unlink()
+                            removed += 1
+                    except FileNotFoundError:
+                        continue
+        return removed
 
     def names(self) -> Iterator[str]:
         for name, _path in self._files():

@@ -398,6 +398,32 @@ class S3Tier:
         except Exception as e:
             self._fail(e, "list packs")
 
+    def clean_incomplete(self, older_than_s: float) -> int:
+        """Abort multipart uploads under the prefix that were started over ``older_than_s`` ago and
+        never completed (a store a crash interrupted); return how many were aborted."""
+        self._check_open()
+        cutoff = time.time() - older_than_s
+        aborted = 0
+        params: dict[str, Any] = {"Bucket": self.bucket, "Prefix": self.prefix}
+        while True:
+            try:
+                page = self.client.list_multipart_uploads(**params)
+            except Exception as e:
+                self._fail(e, "list unfinished uploads")
+            for upload in page.get("Uploads", []):
+                started = upload.get("Initiated")
+                if started is not None and started.timestamp() < cutoff:
+                    try:
+                        self.client.abort_multipart_upload(Bucket=self.bucket, Key=upload["Key"],
+                                                           UploadId=upload["UploadId"])
+                    except Exception as e:
+                        self._fail(e, f"abort the unfinished upload of {upload['Key']}")
+                    aborted += 1
+            if not page.get("IsTruncated"):
+                return aborted
+            params["KeyMarker"] = page.get("NextKeyMarker", "")
+            params["UploadIdMarker"] = page.get("NextUploadIdMarker", "")
+
     def close(self) -> None:
         with self._close_lock:
             if self._closed:

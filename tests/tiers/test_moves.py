@@ -312,3 +312,46 @@ def test_a_local_copy_of_a_missing_pack_is_an_integrity_error(tmp_path: Path) ->
     with pytest.raises(InvalidInputError, match="nothing was stored"):
         tier.copy_in("ab" * 16, source, 10)
     assert not list(tier.list()) and not list((tmp_path / "t").rglob("*.tmp"))
+
+
+def test_gc_removes_stray_copies_and_leftovers_of_interrupted_stores(
+        two_tiers: tuple[Path, ArchiveConfig]) -> None:
+    root, cfg = two_tiers
+    with Archive.create(root, cfg) as archive:
+        expected = fill(archive)
+        pack = archive.packs()[0]
+        archive.move_pack(pack.id, "disk", grace_s=3600)
+        archive.reindex()  # forgets the move: one of the two copies is a stray nothing else removes
+        assert not archive.pack_moves() and pack.id in stored_on(archive, "ssd")
+        assert pack.id in stored_on(archive, "disk")
+        leftover = archive.tier.path(pack.id).with_name(f".{pack.id}.pack.1.2.tmp")
+        leftover.write_bytes(b"half a pack")
+        os.utime(leftover, (time.time() - 7200, time.time() - 7200))
+        fresh = leftover.with_name(f".{pack.id}.pack.3.4.tmp")
+        fresh.write_bytes(b"a store in progress")
+        report = archive.gc(repack_below=0.0)
+        assert report.stray_copies_removed == 1 and report.incomplete_removed == 1
+        primary = {p.id: p.tier for p in archive.packs()}[pack.id]
+        assert [t for t in ("ssd", "disk") if pack.id in stored_on(archive, t)] == [primary]
+        assert not leftover.exists() and fresh.exists()
+        check_all(archive, expected)
+
+
+def test_a_source_that_cannot_be_removed_keeps_its_move_for_later(
+        two_tiers: tuple[Path, ArchiveConfig], monkeypatch: pytest.MonkeyPatch) -> None:
+    from mmarchive.errors import StorageError
+
+    root, cfg = two_tiers
+    with Archive.create(root, cfg) as archive:
+        fill(archive, n=10)
+        pack = archive.packs()[0]
+        archive.move_pack(pack.id, "disk", grace_s=0.01)
+        time.sleep(0.02)
+
+        def unreachable(name: str) -> None:
+            raise StorageError("tier unreachable", transient=True)
+
+        monkeypatch.setattr(archive.tier, "remove", unreachable)
+        assert archive.finish_moves().waiting == 1 and archive.pack_moves()
+        monkeypatch.undo()
+        assert archive.finish_moves().released == 1 and not archive.pack_moves()

@@ -144,3 +144,14 @@ def test_reading_one_object_from_s3_is_one_ranged_get(s3_env: S3Server, tmp_path
         single = next(oid for oid in expected if archive.stat(oid).chunk_count == 1)
         archive.get(single)
         assert calls == ["GetObject"]
+
+
+def test_gc_aborts_unfinished_multipart_uploads(s3_env: S3Server, tmp_path: Path) -> None:
+    with Archive.create(tmp_path / "archive", three_tier_config(tmp_path, s3_env)) as archive:
+        cold = archive.tiers.get("cold")
+        client = cold.client  # type: ignore[attr-defined]
+        bucket, key = cold.bucket, cold.key("ab" * 16)  # type: ignore[attr-defined]
+        client.create_multipart_upload(Bucket=bucket, Key=key)
+        assert cold.clean_incomplete(3600) == 0  # too recent: may be a store in progress
+        assert cold.clean_incomplete(0) == 1
+        assert not client.list_multipart_uploads(Bucket=bucket).get("Uploads")
