@@ -10,12 +10,13 @@ pack file. A crash at any step leaves either the old or the new copy referenced,
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
-from mmarchive.errors import IntegrityError
+from mmarchive.errors import IntegrityError, StorageError
 from mmarchive.index.schema import (
     DB_CHANGES,
     DB_CHUNKS,
@@ -50,6 +51,8 @@ from mmarchive.writepath import finish_deletion
 if TYPE_CHECKING:
     from mmarchive.archive import Archive
 
+log = logging.getLogger(__name__)
+
 #: Leftovers of stores (temporary files, unfinished multipart uploads) older than this are removed.
 INCOMPLETE_AFTER_S = 3600.0
 
@@ -74,9 +77,14 @@ def collect_garbage(archive: Archive, *, repack_below: float,
             finish_deletion(archive.index, archive.tiers.get(entry.tier), bytes(pack_id))
     report = GcReport()
     report.bytes_before = _total_pack_bytes(archive)
-    for name in archive.tiers.names:
-        report.incomplete_removed += archive.tiers.get(name).clean_incomplete(INCOMPLETE_AFTER_S)
-    report.stray_copies_removed = _remove_stray_copies(archive)
+    reachable = []
+    for name in archive.tiers.names:  # housekeeping skips a tier it cannot reach (gc goes on)
+        try:
+            report.incomplete_removed += archive.tiers.get(name).clean_incomplete(INCOMPLETE_AFTER_S)
+            reachable.append(name)
+        except StorageError as e:
+            log.warning("gc: skipping the housekeeping of tier %s: %s", name, e)
+    report.stray_copies_removed = _remove_stray_copies(archive, reachable)
     for round_ in range(2):  # the second round collects what the first made droppable (tombstones)
         _drop_unneeded_tombstones(archive)
         with archive.index.read() as txn:
@@ -100,7 +108,7 @@ def collect_garbage(archive: Archive, *, repack_below: float,
     return report
 
 
-def _remove_stray_copies(archive: Archive) -> int:
+def _remove_stray_copies(archive: Archive, tiers: list[str]) -> int:
     """Remove copies of known packs from tiers where nothing wants them: not the pack's tier, not a
     recorded replica, not the source or target of a move in progress (a reindex during a move's grace
     period, or a crash between a copy and its record, leaves such copies). The pack's own copy must be
@@ -109,7 +117,12 @@ def _remove_stray_copies(archive: Archive) -> int:
         packs = {bytes(k): PackEntry.decode(v) for k, v in txn.cursor(db=archive.index.db(DB_PACKS))}
     replicas = all_replicas(archive)
     moving = {(bytes.fromhex(m.pack), t) for m in pending_moves(archive) for t in (m.source, m.target)}
-    present = {name: {p.name for p in archive.tiers.get(name).list()} for name in archive.tiers.names}
+    present: dict[str, set[str]] = {}
+    for name in tiers:
+        try:
+            present[name] = {p.name for p in archive.tiers.get(name).list()}
+        except StorageError as e:
+            log.warning("gc: not looking for stray copies on tier %s: %s", name, e)
     removed = 0
     for tier_name, names in present.items():
         for name in names:
