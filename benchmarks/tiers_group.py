@@ -132,20 +132,24 @@ class _StepClock:
 
 @contextmanager
 def _instrumented(source: object, target: object, clock: _StepClock) -> Iterator[None]:
-    """Time the target tier's `store`, the read-back check and the source tier's `remove`.
+    """Time the target tier's `store` (or `copy_in`), the read-back check and the source's `remove`.
 
     The tiers get instance attributes shadowing their methods (deleted afterwards); the check is
     replaced in `mmarchive.pack.transfer`, whose `copy_pack` looks it up at call time.
     """
     original_check = transfer.check_sealed_copy
-    setattr(target, "store", clock.wrap("store", getattr(target, "store")))  # noqa: B009, B010
+    # A local target stores from a local source by copy_in (copy_file_range): that is its store too.
+    stores = [name for name in ("store", "copy_in") if hasattr(target, name)]
+    for name in stores:
+        setattr(target, name, clock.wrap("store", getattr(target, name)))
     setattr(source, "remove", clock.wrap("release", getattr(source, "remove")))  # noqa: B009, B010
     setattr(transfer, "check_sealed_copy", clock.wrap("verify", original_check))  # noqa: B010
     try:
         yield
     finally:
         setattr(transfer, "check_sealed_copy", original_check)  # noqa: B010
-        delattr(target, "store")
+        for name in stores:
+            delattr(target, name)
         delattr(source, "remove")
 
 
