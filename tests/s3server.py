@@ -10,6 +10,7 @@ its environment (they become its admin identity), and waits until its S3 gateway
 
 from __future__ import annotations
 
+import atexit
 import itertools
 import os
 import shutil
@@ -17,6 +18,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 import uuid
 from collections.abc import Iterator
@@ -98,6 +100,8 @@ class S3Server:
     log_path: Path
     startup_seconds: float
     process: subprocess.Popen[bytes]
+    #: The short folder of its Unix sockets (removed by :func:`stop`).
+    socket_dir: Path | None = None
     _counter: Iterator[int] = field(default_factory=itertools.count)
     _session: Any = None
     _client: Any = None
@@ -152,13 +156,15 @@ def _launch(weed: str, data_dir: Path, attempt: int) -> S3Server:
     store = data_dir / "data"
     store.mkdir(parents=True, exist_ok=True)
     log_path = data_dir / f"weed-{attempt}.log"
+    sockets = Path(tempfile.mkdtemp(prefix="weed-", dir="/tmp"))
     args = [weed, "mini", f"-dir={store}", "-ip=127.0.0.1", "-ip.bind=127.0.0.1",
             "-master.telemetry=false",          # no reports to seaweedfs.com from tests
             "-s3.autoCreateBucket=false",       # a missing bucket must stay missing
             "-webdav=false", "-admin.ui=false",  # not needed; their ports are still set below
             "-s3.port.iceberg=0", "-s3.port.lance=0",  # 0 disables these two listeners
             "-volume.preStopSeconds=0",          # stop in about a second, not three
-            f"-filer.localSocket={data_dir / 'filer.sock'}", f"-s3.localSocket={data_dir / 's3.sock'}",
+            # Unix socket paths must fit in 108 bytes: a short folder of their own, not the data dir.
+            f"-filer.localSocket={sockets / 'filer.sock'}", f"-s3.localSocket={sockets / 's3.sock'}",
             *(f"-{flag}={port}" for flag, port in ports.items())]
     env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
     env.update(AWS_ACCESS_KEY_ID=ACCESS_KEY, AWS_SECRET_ACCESS_KEY=SECRET_KEY)
@@ -167,7 +173,7 @@ def _launch(weed: str, data_dir: Path, attempt: int) -> S3Server:
         proc = subprocess.Popen(args, cwd=data_dir, env=env, stdin=subprocess.DEVNULL, stdout=log,
                                 stderr=subprocess.STDOUT, start_new_session=True)
     server = S3Server(f"http://127.0.0.1:{ports['s3.port']}", ACCESS_KEY, SECRET_KEY, REGION, data_dir,
-                      log_path, 0.0, proc)
+                      log_path, 0.0, proc, socket_dir=sockets)
     probe = server.session().client("s3", endpoint_url=server.endpoint_url,
                                      config=Config(retries={"max_attempts": 1}, connect_timeout=1,
                                                    read_timeout=5, s3={"addressing_style": "path"}))
@@ -210,6 +216,8 @@ def stop(server: S3Server, *, grace: float = 3.0) -> None:
         server._client.close()
         server._client = None
     proc = server.process
+    if server.socket_dir is not None:  # the server made its sockets there; gone once it has stopped
+        atexit.register(shutil.rmtree, server.socket_dir, ignore_errors=True)
     if proc.poll() is not None:
         return
     proc.send_signal(signal.SIGTERM)
