@@ -167,7 +167,9 @@ def _launch(weed: str, data_dir: Path, attempt: int) -> S3Server:
             f"-filer.localSocket={sockets / 'filer.sock'}", f"-s3.localSocket={sockets / 's3.sock'}",
             *(f"-{flag}={port}" for flag, port in ports.items())]
     env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
-    env.update(AWS_ACCESS_KEY_ID=ACCESS_KEY, AWS_SECRET_ACCESS_KEY=SECRET_KEY)
+    env.update(AWS_ACCESS_KEY_ID=ACCESS_KEY, AWS_SECRET_ACCESS_KEY=SECRET_KEY,
+               # Its other sockets and its logs go to the temporary folder: this one, removed at stop.
+               TMPDIR=str(sockets))
     started = time.monotonic()
     with open(log_path, "wb") as log:
         proc = subprocess.Popen(args, cwd=data_dir, env=env, stdin=subprocess.DEVNULL, stdout=log,
