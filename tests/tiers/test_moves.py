@@ -240,10 +240,20 @@ def check_after_kill(root: Path, expected: dict[str, str]) -> int:
         check_all(archive, expected)
         report = archive.verify()
         assert report.ok and not report.missing and not report.orphaned, report
-        where = {p.id: p.tier for p in archive.packs()}
-        for tier in archive.tiers.names:
-            for name in stored_on(archive, tier):
-                assert where.get(name) == tier, f"stray copy of {name} on {tier}"
+
+        def strays() -> list[str]:
+            where = {p.id: p.tier for p in archive.packs()}
+            return [f"{name} on {tier}" for tier in archive.tiers.names
+                    for name in stored_on(archive, tier) if where.get(name) != tier]
+
+        if strays():
+            # A store the kill interrupted can still complete on an S3 server after the rollback
+            # removed its target (the request was on the wire): an extra copy, never a missing one,
+            # which gc removes. On local tiers the rollback always wins.
+            assert any(t.kind == "s3" for t in archive.config.tiers), strays()
+            archive.gc(repack_below=0.0)
+            assert not strays(), strays()
+            check_all(archive, expected)
     return 0
 
 
