@@ -1,0 +1,63 @@
+"""Fixtures for the DICOMweb tests: a real uvicorn server on a free loopback port, over a fresh archive.
+
+Each test gets its own archive and server (a thread running ``uvicorn.Server`` on a socket bound to port
+0, so no port is guessed), stopped and joined at the end; starting one takes a few tens of milliseconds.
+"""
+
+from __future__ import annotations
+
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+import uvicorn
+
+from mmarchive.archive import Archive
+from mmarchive.dicom.store import DicomStore
+from mmarchive.dicom.web.app import create_app
+
+TENANT = "trust-a"
+
+
+@dataclass(frozen=True)
+class Server:
+    """A running DICOMweb server: its base URL and the store behind it."""
+
+    url: str
+    store: DicomStore
+    port: int
+
+    @property
+    def root(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+
+@pytest.fixture
+def server(tmp_path: Path) -> Iterator[Server]:
+    Archive.create(tmp_path / "archive").close()
+    store = DicomStore.open(tmp_path / "archive")
+    app = create_app(store, tenant=TENANT)
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind(("127.0.0.1", 0))
+    port = sock.getsockname()[1]
+    config = uvicorn.Config(app, log_level="warning", lifespan="off")
+    uv = uvicorn.Server(config)
+    thread = threading.Thread(target=uv.run, kwargs={"sockets": [sock]}, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 10
+    while not uv.started:
+        if time.monotonic() > deadline or not thread.is_alive():
+            raise RuntimeError("the uvicorn server did not start")
+        time.sleep(0.01)
+    try:
+        yield Server(f"http://127.0.0.1:{port}/dicom-web", store, port)
+    finally:
+        uv.should_exit = True
+        thread.join(timeout=10)
+        sock.close()
+        store.close()
