@@ -1,0 +1,194 @@
+"""Bad and unusual requests over HTTP (httpx and a raw socket): each gets its status and a reason, the server
+keeps serving, and nothing of a refused or interrupted request is stored."""
+
+from __future__ import annotations
+
+import io
+import socket
+import time
+
+import httpx
+import pydicom
+import pytest
+
+from tests.dicom.synthetic import ct_file
+from tests.dicom.web.conftest import TENANT, Server
+
+DICOM_MULTIPART = 'multipart/related; type="application/dicom"; boundary=XyZ'
+
+
+def _body(*parts: bytes, boundary: str = "XyZ", content_type: str = "application/dicom") -> bytes:
+    out = b""
+    for p in parts:
+        out += f"--{boundary}\r\nContent-Type: {content_type}\r\n\r\n".encode() + p + b"\r\n"
+    return out + f"--{boundary}--\r\n".encode()
+
+
+def _stow(server: Server, body: bytes, *, content_type: str = DICOM_MULTIPART, path: str = "/studies"
+          ) -> httpx.Response:
+    return httpx.post(server.url + path, content=body, headers={"Content-Type": content_type})
+
+
+def _count(server: Server) -> int:
+    return len(server.store.query("instance", {}, tenant=TENANT))
+
+
+def _uids(data: bytes) -> tuple[str, str, str]:
+    ds = pydicom.dcmread(io.BytesIO(data))
+    return str(ds.StudyInstanceUID), str(ds.SeriesInstanceUID), str(ds.SOPInstanceUID)
+
+
+def test_stow_with_a_mixed_body_stores_the_dicom_parts_and_reports_the_rest(server: Server) -> None:
+    good = ct_file()
+    r = _stow(server, _body(good, b"this is not DICOM at all" * 10))
+    assert r.status_code == 202
+    assert r.headers["content-type"].startswith("application/dicom+json")
+    body = r.json()
+    assert len(body["00081199"]["Value"]) == 1
+    assert body["00081199"]["Value"][0]["00081190"]["Value"][0].startswith(server.url + "/studies/")
+    assert body["00081198"]["Value"][0]["00081197"]["Value"] == [0xC000]
+    assert _count(server) == 1
+
+
+def test_stow_of_nothing_storable_is_a_conflict(server: Server) -> None:
+    r = _stow(server, _body(b"\x00" * 300, b"not dicom either"))
+    assert r.status_code == 409
+    assert len(r.json()["00081198"]["Value"]) == 2
+    assert _count(server) == 0
+    # a part of another media type is refused as such
+    r = _stow(server, _body(b"{}", content_type="application/json"))
+    assert r.status_code == 409
+
+
+def test_stow_all_stored_is_200_with_retrieve_urls(server: Server) -> None:
+    files = [ct_file(), ct_file()]
+    r = _stow(server, _body(*files))
+    assert r.status_code == 200
+    assert "00081198" not in r.json()
+    for item in r.json()["00081199"]["Value"]:
+        got = httpx.get(item["00081190"]["Value"][0])
+        assert got.status_code == 200
+        assert got.headers["content-type"].startswith("multipart/related")
+
+
+@pytest.mark.parametrize("body", [
+    b"no multipart here at all",
+    b"--XyZ\r\nContent-Type: application/dicom\r\n\r\n" + b"\x00" * 200,  # never closed
+    b"--XyZ\r\nContent-Type application/dicom\r\n\r\nabc\r\n--XyZ--\r\n",  # header line without colon
+    b"--XyZ--\r\n",  # no part
+    b"",
+])
+def test_malformed_multipart_is_400_and_stores_nothing(server: Server, body: bytes) -> None:
+    good = ct_file()
+    r = _stow(server, body.replace(b"abc", good))
+    assert r.status_code == 400
+    assert r.json()["error"]
+    assert _count(server) == 0
+
+
+def test_a_truncated_body_after_good_parts_stores_nothing(server: Server) -> None:
+    whole = _body(ct_file(), ct_file())
+    r = _stow(server, whole[:-20])
+    assert r.status_code == 400
+    assert _count(server) == 0
+
+
+@pytest.mark.parametrize("content_type", [
+    "application/dicom",
+    "application/json",
+    'multipart/related; type="application/dicom+json"; boundary=XyZ',
+    "",
+])
+def test_unsupported_stow_media_types_are_415(server: Server, content_type: str) -> None:
+    r = _stow(server, _body(ct_file()), content_type=content_type)
+    assert r.status_code == 415
+    assert "error" in r.json()
+    assert _count(server) == 0
+
+
+def test_missing_boundary_is_400(server: Server) -> None:
+    r = _stow(server, _body(ct_file()), content_type='multipart/related; type="application/dicom"')
+    assert r.status_code == 400
+
+
+def test_unknown_uids_are_404(server: Server) -> None:
+    study, series, sop = _uids(data := ct_file())
+    assert _stow(server, _body(data)).status_code == 200
+    base = server.url + "/studies"
+    for path in ("/1.2.3", "/1.2.3/metadata", f"/{study}/series/1.2.3", f"/{study}/series/1.2.3/metadata",
+                 f"/{study}/series/{series}/instances/1.2.3",
+                 f"/{study}/series/{series}/instances/1.2.3/metadata"):
+        r = httpx.get(base + path)
+        assert r.status_code == 404, path
+        assert r.json()["error"]
+    assert httpx.get(f"{base}/{study}/series/{series}/instances/{sop}").status_code == 200
+
+
+def test_qido_without_a_match_is_204_and_bad_parameters_400(server: Server) -> None:
+    assert httpx.get(server.url + "/studies").status_code == 204
+    assert httpx.get(server.url + "/studies", params={"limit": "-1"}).status_code == 400
+    assert httpx.get(server.url + "/studies", params={"offset": "x"}).status_code == 400
+    assert httpx.get(server.url + "/studies", params={"NoSuchKeyword": "1"}).status_code == 400
+    assert httpx.get(server.url + "/studies", params={"FFFF0001": "1"}).status_code == 400
+    assert httpx.get(server.url + "/studies", headers={"Accept": "text/html"}).status_code == 406
+    _stow(server, _body(ct_file(patient_id="Q1")))
+    r = httpx.get(server.url + "/studies", params={"00100020": "Q1"},
+                  headers={"Accept": "application/dicom+json"})
+    assert r.status_code == 200
+    assert r.headers["content-type"].startswith("application/dicom+json")
+    assert len(r.json()) == 1
+
+
+@pytest.mark.parametrize(("accept", "status"), [
+    ("*/*", 200),
+    ("multipart/related", 200),
+    ('multipart/related; type="application/dicom"', 200),
+    ('multipart/related; type="application/dicom"; transfer-syntax=*', 200),
+    ('multipart/related; type="application/dicom"; transfer-syntax=1.2.840.10008.1.2.1', 200),
+    ('multipart/related; type="application/dicom"; transfer-syntax=1.2.840.10008.1.2.4.50', 406),
+    ('image/jpeg, multipart/related; type="application/dicom"; transfer-syntax=1.2.840.10008.1.2.4.50', 406),
+    ('multipart/related; type="application/octet-stream"', 406),
+    ("application/dicom+json", 406),
+    ('image/jpeg, multipart/related; type="application/dicom"', 200),
+])
+def test_retrieve_accept_negotiation(server: Server, accept: str, status: int) -> None:
+    data = ct_file()
+    study, _series, _sop = _uids(data)
+    _stow(server, _body(data))
+    r = httpx.get(f"{server.url}/studies/{study}", headers={"Accept": accept})
+    assert r.status_code == status
+    if status == 406:
+        assert "transfer syntax" in r.json()["error"]
+    else:
+        assert data in r.content
+        assert "transfer-syntax=1.2.840.10008.1.2.1" in r.text[:400]
+
+
+def test_a_stow_client_that_disconnects_halfway_stores_nothing_and_the_server_keeps_serving(
+        server: Server) -> None:
+    body = _body(ct_file(), ct_file(), ct_file())
+    with socket.create_connection(("127.0.0.1", server.port)) as sock:
+        sock.sendall(f"POST /dicom-web/studies HTTP/1.1\r\nHost: x\r\nContent-Type: {DICOM_MULTIPART}\r\n"
+                     f"Content-Length: {len(body)}\r\n\r\n".encode() + body[:len(body) // 2])
+        time.sleep(0.2)
+    time.sleep(0.2)
+    assert httpx.get(server.url + "/studies").status_code == 204
+    assert _count(server) == 0
+    assert _stow(server, _body(ct_file())).status_code == 200
+
+
+def test_a_retrieve_client_that_disconnects_halfway_leaves_the_server_serving(server: Server) -> None:
+    first = ct_file(rows=256, cols=256)
+    study = _uids(first)[0]
+    files = [first] + [ct_file(rows=256, cols=256, study_uid=study, instance_number=i) for i in range(2, 12)]
+    assert _stow(server, _body(*files)).status_code == 200
+    with socket.create_connection(("127.0.0.1", server.port)) as sock:
+        sock.sendall(f"GET /dicom-web/studies/{study} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
+        assert sock.recv(4096).startswith(b"HTTP/1.1 200")
+    with httpx.Client() as client:
+        with client.stream("GET", f"{server.url}/studies/{study}") as r:
+            next(r.iter_bytes())
+        whole = client.get(f"{server.url}/studies/{study}")
+    assert whole.status_code == 200
+    assert all(f in whole.content for f in files)
+    assert _count(server) == len(files)
