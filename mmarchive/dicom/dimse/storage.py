@@ -1,0 +1,91 @@
+"""The C-STORE SCP: each received dataset becomes a Part 10 file, byte for byte, ingested by the store.
+
+The dataset is never decoded: the file is the 128-byte preamble, ``DICM``, the file meta built from the
+request (its SOP Class and Instance UIDs, the transfer syntax of the presentation context) and the encoded
+dataset exactly as the peer sent it (``Event.encoded_dataset``), so what the archive keeps is what the
+modality sent, compressed pixel data included. Statuses follow PS3.4 B.2.3 and the one table
+:data:`INGEST_STATUSES` / :func:`failure_status`: success for a stored, already stored, new or replacing
+version; ``0x0111`` (duplicate SOP instance) with an error comment when the duplicate policy rejects the
+file; ``0xC000`` (cannot understand) for data the scanner refuses; ``0xA700`` (out of resources) when the
+archive cannot store.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Final
+
+from pydicom.dataset import Dataset
+from pynetdicom.events import Event
+
+from mmarchive.dicom.errors import DicomInputError
+from mmarchive.dicom.store import DicomStore, IngestResult, IngestStatus
+from mmarchive.errors import ArchiveError
+
+log = logging.getLogger(__name__)
+
+SUCCESS: Final = 0x0000
+#: PS3.7 C.4.1 general status "Duplicate SOP Instance": the duplicate policy refused the file.
+DUPLICATE_REFUSED: Final = 0x0111
+#: PS3.4 B.2.3 "Refused: Out of Resources": the archive could not store the file.
+OUT_OF_RESOURCES: Final = 0xA700
+#: PS3.4 B.2.3 "Error: Cannot understand": the bytes are not an instance the archive can keep.
+CANNOT_UNDERSTAND: Final = 0xC000
+
+INGEST_STATUSES: Final[dict[IngestStatus, int]] = {
+    IngestStatus.STORED: SUCCESS,
+    IngestStatus.ALREADY_STORED: SUCCESS,
+    IngestStatus.NEW_VERSION: SUCCESS,
+    IngestStatus.REPLACED: SUCCESS,
+    IngestStatus.REJECTED: DUPLICATE_REFUSED,
+    IngestStatus.FAILED: CANNOT_UNDERSTAND,
+}
+
+
+def status_dataset(status: int, comment: str | None = None) -> Dataset:
+    """A DIMSE status, with an Error Comment (LO: at most 64 characters) when there is something to say."""
+    ds = Dataset()
+    ds.Status = status
+    if comment:
+        ds.ErrorComment = comment.replace("\\", "/")[:64]
+    return ds
+
+
+def failure_status(error: ArchiveError) -> int:
+    """The C-STORE failure status of an error the library raised while storing."""
+    if isinstance(error, DicomInputError):
+        return CANNOT_UNDERSTAND
+    return OUT_OF_RESOURCES
+
+
+class StoreHandler:
+    """The ``evt.EVT_C_STORE`` handler of one server: ingest into one tenant of one store."""
+
+    def __init__(self, store: DicomStore, tenant: str) -> None:
+        self.store = store
+        self.tenant = tenant
+
+    def __call__(self, event: Event) -> Dataset:
+        request = event.request
+        sop = str(getattr(request, "AffectedSOPInstanceUID", "") or "")
+        calling = event.assoc.requestor.ae_title
+        try:
+            data = event.encoded_dataset(include_meta=True)
+        except (AttributeError, ValueError) as e:  # no data set, or file meta that cannot be encoded
+            return status_dataset(CANNOT_UNDERSTAND, f"cannot read the data set: {e}")
+        name = f"dimse:{calling}:{sop or 'unknown'}"
+        try:
+            results = list(self.store.ingest([(name, data)], tenant=self.tenant))
+        except ArchiveError as e:
+            log.warning("C-STORE of %s from %s failed: %s", sop, calling, e)
+            return status_dataset(failure_status(e), str(e))
+        return self._status(results[0], sop, calling)
+
+    @staticmethod
+    def _status(result: IngestResult, sop: str, calling: str) -> Dataset:
+        status = INGEST_STATUSES[result.status]
+        if status != SUCCESS:
+            log.warning("C-STORE of %s from %s: %s (%s)", sop, calling, result.status, result.error)
+            return status_dataset(status, result.error or str(result.status))
+        log.info("C-STORE of %s from %s: %s", sop, calling, result.status)
+        return status_dataset(status)
