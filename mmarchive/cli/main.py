@@ -29,6 +29,7 @@ from mmarchive.cli import (
     query_cmd,
     reindex_cmd,
     rm_cmd,
+    serve_cmd,
     stat_cmd,
     tiers_cmd,
     verify_cmd,
@@ -60,6 +61,7 @@ _COMMANDS: tuple[Callable[[Subparsers], None], ...] = (
     lifecycle_cmd.register,
     hold_cmd.register,
     audit_cmd.register,
+    serve_cmd.register,
 )
 
 

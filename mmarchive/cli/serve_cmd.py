@@ -1,0 +1,137 @@
+"""``mmarchive serve --http HOST:PORT``: serve the archive's DICOM store over DICOMweb until stopped.
+
+Opens the archive for writing (STOW-RS stores into it; the writer lock keeps other writers out while it
+runs), builds the application of :mod:`mmarchive.dicom.web.app` for one tenant and runs it with uvicorn on
+a socket bound here (127.0.0.1 unless a host is given), logging each request on stderr. SIGINT or SIGTERM
+stops it gracefully (requests in flight finish) and the command exits 0. ``--dimse PORT --ae TITLE`` is
+reserved for the DIMSE side (:func:`start_dimse`), which is not part of this build yet.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import signal
+import socket
+from collections.abc import Callable
+from types import FrameType
+from typing import TYPE_CHECKING, Any
+
+from mmarchive.cli.session import Output, Subparsers, add_command, archive_dir
+from mmarchive.dicom.store import DicomStore
+from mmarchive.errors import InvalidInputError
+
+if TYPE_CHECKING:
+    import uvicorn
+
+DEFAULT_HOST = "127.0.0.1"
+DEFAULT_PORT = 8080
+
+
+def register(subparsers: Subparsers) -> None:
+    parser = add_command(
+        subparsers, "serve", summary="serve the DICOM store over DICOMweb (and later DIMSE)",
+        description="Serve QIDO-RS, WADO-RS and STOW-RS at http://HOST:PORT/dicom-web for one tenant, "
+                    "logging each request on stderr, until stopped with SIGINT or SIGTERM. The archive "
+                    "is opened for writing (STOW-RS stores into it). See docs/dicomweb.md.")
+    parser.add_argument("--http", metavar="HOST:PORT", type=_address,
+                        default=(DEFAULT_HOST, DEFAULT_PORT),
+                        help=f"where to listen (default {DEFAULT_HOST}:{DEFAULT_PORT}; a PORT alone "
+                             f"binds {DEFAULT_HOST}; port 0 picks a free one)")
+    parser.add_argument("--base", metavar="PATH", default="/dicom-web",
+                        help="the URL path of the DICOMweb root (default /dicom-web)")
+    parser.add_argument("--dimse", metavar="PORT", type=int, default=None,
+                        help="also serve DIMSE on PORT (not available in this build yet)")
+    parser.add_argument("--ae", metavar="TITLE", default="MMARCHIVE",
+                        help="the DIMSE AE title (with --dimse)")
+    parser.set_defaults(run=run)
+
+
+def _address(text: str) -> tuple[str, int]:
+    host, sep, port = text.rpartition(":")
+    if not sep:
+        host, port = "", text
+    host = host.strip("[]") or DEFAULT_HOST
+    try:
+        number = int(port)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not HOST:PORT (e.g. 127.0.0.1:8080)") from None
+    if not 0 <= number <= 65535:
+        raise argparse.ArgumentTypeError(f"port {number} is not between 0 and 65535")
+    return host, number
+
+
+def start_dimse(store: DicomStore, *, port: int, ae_title: str, tenant: str) -> Callable[[], None]:
+    """Start the DIMSE service over ``store`` and return the function that stops it.
+
+    The hook for :mod:`mmarchive.dicom.dimse`, which the DIMSE work provides; until then it refuses.
+    """
+    raise InvalidInputError("DIMSE (--dimse) is not available in this build yet; serve DICOMweb alone")
+
+
+def run(args: argparse.Namespace, out: Output) -> int:
+    import uvicorn
+
+    from mmarchive.dicom.web.app import create_app
+
+    host, port = args.http
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((host, port))
+        sock.listen(128)
+        with DicomStore.open(archive_dir(args)) as store:
+            stop_dimse = None
+            if args.dimse is not None:
+                stop_dimse = start_dimse(store, port=args.dimse, ae_title=args.ae, tenant=args.tenant)
+            try:
+                app = create_app(store, tenant=args.tenant, base=args.base)
+                bound = sock.getsockname()[1]
+                shown = f"[{host}]" if family == socket.AF_INET6 else host
+                url = f"http://{shown}:{bound}{args.base.rstrip('/')}"
+                if out.json_mode:
+                    out.line(json.dumps({"url": url, "tenant": args.tenant}))
+                else:
+                    out.note(f"serving DICOMweb at {url} (tenant {args.tenant}); stop with Ctrl-C or SIGTERM")
+                server = uvicorn.Server(uvicorn.Config(app, log_config=_log_config(), access_log=True,
+                                                       lifespan="off", timeout_graceful_shutdown=10))
+                stopped: list[int] = []
+                _serve(server, sock, stopped)
+                if stopped:
+                    out.note(f"stopped ({signal.Signals(stopped[-1]).name})")
+            finally:
+                if stop_dimse is not None:
+                    stop_dimse()
+    finally:
+        sock.close()
+    return 0
+
+
+def _log_config() -> dict[str, Any]:
+    """uvicorn's logging, with the request log on stderr (stdout is for results) and mmarchive's own
+    messages (refused STOW-RS parts, failures) beside it."""
+    from uvicorn.config import LOGGING_CONFIG
+
+    config: dict[str, Any] = copy.deepcopy(LOGGING_CONFIG)
+    config["handlers"]["access"]["stream"] = "ext://sys.stderr"
+    config["loggers"]["mmarchive"] = {"handlers": ["default"], "level": "INFO", "propagate": False}
+    return config
+
+
+def _serve(server: uvicorn.Server, sock: socket.socket, stopped: list[int]) -> None:
+    """Run uvicorn until a signal stops it; the signal is noted instead of ending the process.
+
+    uvicorn handles SIGINT/SIGTERM itself while it runs and raises the signal again after its graceful
+    shutdown; the handlers set here receive that, so the command can close the store and exit 0.
+    """
+    def note(sig: int, _frame: FrameType | None) -> None:
+        stopped.append(sig)
+
+    previous = {sig: signal.signal(sig, note) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        server.run(sockets=[sock])
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
