@@ -7,6 +7,7 @@ and stores :data:`SENT_FILES`, which the query and retrieval tests then find and
 from __future__ import annotations
 
 import threading
+import zlib
 from collections.abc import Iterator
 from pathlib import Path
 from types import SimpleNamespace
@@ -421,3 +422,38 @@ def test_move_to_an_unknown_destination_is_refused(dimse_server: DimseServer) ->
 def test_move_of_nothing_completes(dimse_server: DimseServer, receiver: _Receiver) -> None:
     final = _move(dimse_server, STUDY_ROOT_MOVE, _query("STUDY", StudyInstanceUID="1.2.3.4.5"), "RECEIVER")
     assert final.Status == 0x0000 and receiver.received == {}
+
+
+# -- character sets, deflated retrieval ----------------------------------------------------------------
+
+def test_find_matches_and_returns_non_ascii_names(dimse_server: DimseServer, dimse_store: DicomStore) -> None:
+    ds = pydicom.dcmread(SENT_FILES[0].path)
+    ds.SpecificCharacterSet = "ISO_IR 100"
+    ds.PatientName = "Müller^Jörg"
+    ds.PatientID = "LATIN1"
+    ds.StudyInstanceUID = generate_uid()
+    ds.SeriesInstanceUID = generate_uid()
+    ds.SOPInstanceUID = ds.file_meta.MediaStorageSOPInstanceUID = generate_uid()
+    ae = _scu()
+    ae.add_requested_context(CT_IMAGE_STORAGE, ExplicitVRLittleEndian)
+    assoc = _associate(dimse_server, ae)
+    try:
+        assert assoc.send_c_store(ds).Status == 0x0000
+    finally:
+        assoc.release()
+    query = _query("STUDY", PatientName="MÜLLER*", PatientID="", StudyInstanceUID="")
+    query.SpecificCharacterSet = "ISO_IR 192"
+    found, final = _find(dimse_server, STUDY_ROOT_FIND, query)
+    assert final == 0x0000
+    assert [(str(d.PatientName), d.PatientID) for d in found] == [("Müller^Jörg", "LATIN1")]
+
+
+def test_get_a_deflated_instance_gives_the_same_data_set(dimse_server: DimseServer) -> None:
+    f = next(f for f in SENT_FILES if f.path.name == "image_dfl.dcm")
+    received, final = _get(dimse_server, STUDY_ROOT_GET,
+                           _query("IMAGE", StudyInstanceUID=f.dataset.StudyInstanceUID,
+                                  SOPInstanceUID=f.dataset.SOPInstanceUID))
+    assert final.Status == 0x0000
+    assert list(received) == [f.dataset.SOPInstanceUID]
+    # pynetdicom deflates again: the inflated data sets are the same
+    assert zlib.decompress(received[f.dataset.SOPInstanceUID], -15) == zlib.decompress(f.raw, -15)
