@@ -168,7 +168,9 @@ class DicomWeb:
             if key == "includefield":
                 include += [_keyword(v) if v != "all" else "all" for v in value.split(",") if v]
             elif key not in _RESERVED:
-                constraints[_keyword(key)] = value
+                keyword = _keyword(key)
+                # QIDO-RS lists UIDs with commas (PS3.18 8.3.4.1); the catalog, as C-FIND, with backslashes
+                constraints[keyword] = value.replace(",", "\\") if keyword.endswith("UID") else value
         params = request.query_params
         limit = _count(params.get("limit"), "limit") if "limit" in params else None
         offset = _count(params.get("offset"), "offset") if "offset" in params else 0

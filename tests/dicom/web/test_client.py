@@ -106,6 +106,9 @@ def test_search_at_every_level(server: Server, client: DICOMwebClient) -> None:
     assert client.search_for_studies(search_filters={"ModalitiesInStudy": "MR"})[0]["00100020"]["Value"] \
         == ["PB"]
     assert client.search_for_studies(search_filters={"PatientID": "NOBODY"}) == []
+    both = client.search_for_studies(search_filters={
+        "StudyInstanceUID": f"{study_a},{b[0].StudyInstanceUID},1.2.3"})
+    assert len(both) == 2
     series_a = client.search_for_series(study_a)
     assert {s["0020000E"]["Value"][0] for s in series_a} == {ds.SeriesInstanceUID for ds in a}
     assert len(client.search_for_series()) == len({ds.SeriesInstanceUID for ds in a + b})
