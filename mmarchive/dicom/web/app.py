@@ -26,7 +26,7 @@ from starlette.routing import Mount, Route
 from mmarchive.archive import DEFAULT_TENANT, Archive
 from mmarchive.dicom.catalog_records import CatalogEntry
 from mmarchive.dicom.scan import describe
-from mmarchive.dicom.store import DicomStore, IngestResult
+from mmarchive.dicom.store import DicomStore, IngestResult, IngestStatus
 from mmarchive.dicom.web.multipart import (
     MultipartReader,
     Part,
@@ -332,7 +332,7 @@ class _Stored:
         if result.ok:
             return _Stored(self.sop_class, result.sop_instance_uid, result.study_instance_uid, None, "",
                            result.series_instance_uid)
-        code = FAILURE_REFUSED if result.error and result.status == "rejected" else FAILURE_PROCESSING
+        code = FAILURE_REFUSED if result.status is IngestStatus.REJECTED else FAILURE_PROCESSING
         return _Stored(self.sop_class, self.sop, self.study, code, result.error or str(result.status))
 
 

@@ -11,6 +11,7 @@ import httpx
 import pydicom
 import pytest
 
+from mmarchive.dicom.store import DuplicatePolicy
 from tests.dicom.synthetic import ct_file
 from tests.dicom.web.conftest import TENANT, Server
 
@@ -192,3 +193,17 @@ def test_a_retrieve_client_that_disconnects_halfway_leaves_the_server_serving(se
     assert whole.status_code == 200
     assert all(f in whole.content for f in files)
     assert _count(server) == len(files)
+
+
+def test_a_part_refused_by_the_duplicate_policy_is_a_failed_entry(server: Server) -> None:
+    first = ct_file()
+    _study, _series, sop = _uids(first)
+    assert _stow(server, _body(first)).status_code == 200
+    server.store.policy = DuplicatePolicy.REJECT
+    other_bytes = ct_file(sop_uid=sop, patient_id="OTHER")
+    r = _stow(server, _body(other_bytes, ct_file()))
+    assert r.status_code == 202
+    failed = r.json()["00081198"]["Value"]
+    assert failed[0]["00081155"]["Value"] == [sop]
+    assert failed[0]["00081197"]["Value"] == [0x0111]
+    assert server.store.query("instance", {"PatientID": "OTHER"}, tenant=TENANT) == []
