@@ -13,6 +13,7 @@ requestor proposes; Patient Root and Study Root Query/Retrieve FIND, GET and MOV
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Iterable, Mapping
 from typing import Final
 
@@ -59,6 +60,8 @@ log = logging.getLogger(__name__)
 
 DEFAULT_AE_TITLE: Final = "MMARCHIVE"
 DEFAULT_HOST: Final = "127.0.0.1"
+#: How long :meth:`DimseServer.stop` waits for the threads of aborted associations, in seconds.
+STOP_WAIT: Final = 10.0
 
 #: The transfer syntaxes accepted for storage (and offered back by C-GET), uncompressed ones first.
 TRANSFER_SYNTAXES: Final[tuple[str, ...]] = (
@@ -145,11 +148,23 @@ class DimseServer:
         return self._server is not None
 
     def stop(self) -> None:
-        """Stop listening and close the associations in progress (idempotent)."""
+        """Stop listening, abort the associations in progress and wait for their threads (idempotent).
+
+        Once it returns, no handler of this server uses the store any more (unless one is stuck for more
+        than :data:`STOP_WAIT` seconds, which is logged), so the store can be closed.
+        """
         server, self._server = self._server, None
-        if server is not None:
-            server.shutdown()
-            log.info("DIMSE server %s on %s:%d stopped", self.ae_title, self.host, self.port)
+        if server is None:
+            return
+        associations = list(server.active_associations)
+        server.ae.shutdown()  # stops the server, aborts its associations and the C-MOVE ones it opened
+        deadline = time.monotonic() + STOP_WAIT
+        for assoc in associations:
+            assoc.join(max(0.0, deadline - time.monotonic()))
+            if assoc.is_alive():
+                log.warning("an association from %s did not end within %s s of the stop",
+                            assoc.requestor.ae_title, STOP_WAIT)
+        log.info("DIMSE server %s on %s:%d stopped", self.ae_title, self.host, self.port)
 
     def __enter__(self) -> DimseServer:
         if self._server is None:

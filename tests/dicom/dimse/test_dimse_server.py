@@ -122,6 +122,17 @@ def test_the_server_binds_loopback_by_default_and_stops(dimse_store: DicomStore)
     assert not ae.associate(server.host, server.port).is_established
 
 
+def test_stop_aborts_open_associations(dimse_store: DicomStore) -> None:
+    server = serve_dimse(dimse_store, 0)
+    ae = _scu()
+    ae.add_requested_context(VERIFICATION)
+    assoc = _associate(server, ae)
+    assert assoc.send_c_echo().Status == 0x0000
+    server.stop()
+    assoc.join(5)
+    assert not assoc.is_established and (assoc.is_aborted or assoc.is_released)
+
+
 # -- C-STORE -------------------------------------------------------------------------------------------
 
 def test_store_every_transfer_syntax_byte_exact(dimse_server: DimseServer, dimse_store: DicomStore) -> None:
