@@ -5,8 +5,9 @@
 ``base`` (``/dicom-web``), for one tenant; an embedding service can mount it. The store's calls block
 (LMDB, file reads), so they run on starlette's thread pool; retrieval streams each instance's stored
 Part 10 bytes chunk by chunk, one instance at a time. A STOW-RS body is parsed as it arrives and ingested
-as one batch only once it is complete and well formed, so a malformed or interrupted request stores
-nothing. Errors map to HTTP statuses in one table (:data:`STATUS_FOR`), each with a short JSON reason.
+as one batch only once it is complete and well formed (large parts wait in temporary files), so a
+malformed or interrupted request stores nothing. Errors map to HTTP statuses in one table
+(:data:`STATUS_FOR`), each with a short JSON reason.
 """
 
 from __future__ import annotations
@@ -26,10 +27,11 @@ from starlette.routing import Mount, Route
 from mmarchive.archive import DEFAULT_TENANT, Archive
 from mmarchive.dicom.catalog_records import CatalogEntry
 from mmarchive.dicom.scan import describe
-from mmarchive.dicom.store import DicomStore, IngestResult, IngestStatus
+from mmarchive.dicom.store import DicomStore, IngestResult, IngestSource, IngestStatus
 from mmarchive.dicom.web.multipart import (
     MultipartReader,
-    Part,
+    SpooledPart,
+    SpooledParts,
     closing,
     media_type,
     part_header,
@@ -58,6 +60,8 @@ FAILURE_CANNOT_UNDERSTAND = 0xC000
 FAILURE_PROCESSING = 0x0110
 FAILURE_STUDY_MISMATCH = 0xA900
 FAILURE_REFUSED = 0x0111  # the duplicate policy refused other bytes for a stored instance
+#: STOW-RS parts up to this size wait for ingest in memory, larger ones in a temporary file.
+SPOOL_BYTES = 8 << 20
 
 
 class NotAcceptableError(ArchiveError):
@@ -112,15 +116,16 @@ def _mapped(handler: Callable[[DicomWeb, Request], Coroutine[Any, Any, Response]
 
 
 def create_app(target: Archive | DicomStore, *, tenant: str = DEFAULT_TENANT,
-               base: str = "/dicom-web") -> Starlette:
+               base: str = "/dicom-web", spool_bytes: int = SPOOL_BYTES) -> Starlette:
     """A starlette application serving DICOMweb for ``tenant`` under ``base``.
 
     ``target`` is an open archive (wrapped in a DicomStore) or a DicomStore; the caller keeps it open
-    while the application serves and closes it afterwards. STOW-RS needs it open for writing.
+    while the application serves and closes it afterwards. STOW-RS needs it open for writing; a STOW-RS
+    part over ``spool_bytes`` waits for ingest in a temporary file rather than in memory.
     """
     check_tenant(tenant)
     store = target if isinstance(target, DicomStore) else DicomStore(target)
-    web = DicomWeb(store, tenant, base)
+    web = DicomWeb(store, tenant, base, spool_bytes)
     routes = [
         Route("/studies", _mapped(DicomWeb.search_or_store, web), methods=["GET", "POST"]),
         Route("/series", _mapped(DicomWeb.search, web), methods=["GET"]),
@@ -143,8 +148,9 @@ def create_app(target: Archive | DicomStore, *, tenant: str = DEFAULT_TENANT,
 class DicomWeb:
     """The resources' handlers over one store and tenant."""
 
-    def __init__(self, store: DicomStore, tenant: str, base: str) -> None:
+    def __init__(self, store: DicomStore, tenant: str, base: str, spool_bytes: int = SPOOL_BYTES) -> None:
         self.store = store
+        self.spool_bytes = spool_bytes
         self.tenant = tenant
         self.base = "/" + base.strip("/") if base.strip("/") else ""
 
@@ -242,23 +248,23 @@ class DicomWeb:
             raise UnsupportedMediaTypeError(f"only {DICOM} parts are stored (the metadata and bulk data "
                                             f"form is not implemented), not {params['type']}")
         reader = MultipartReader(params.get("boundary", ""))
-        parts: list[Part] = []
-        try:
-            async for chunk in request.stream():
-                parts += reader.feed(chunk)
-        except ClientDisconnect:
-            log.info("STOW-RS client went away before the end of its request; nothing stored")
-            return Response(status_code=400)
-        reader.finish()
-        if not parts:
-            raise InvalidInputError("the multipart body holds no part")
-        outcome = await run_in_threadpool(self._store_parts, parts, study)
+        with SpooledParts(self.spool_bytes) as spooled:
+            try:
+                async for chunk in request.stream():
+                    spooled.add(reader.feed(chunk))
+            except ClientDisconnect:
+                log.info("STOW-RS client went away before the end of its request; nothing stored")
+                return Response(status_code=400)
+            reader.finish()
+            if not spooled.parts:
+                raise InvalidInputError("the multipart body holds no part")
+            outcome = await run_in_threadpool(self._store_parts, spooled.parts, study)
         return self._store_response(request, outcome)
 
-    def _store_parts(self, parts: list[Part], study: str | None) -> list[_Stored]:
+    def _store_parts(self, parts: list[SpooledPart], study: str | None) -> list[_Stored]:
         """Check each part, then ingest the acceptable ones in one batch; one outcome per part."""
         outcome: list[_Stored] = []
-        batch: list[tuple[str, bytes]] = []
+        batch: list[IngestSource] = []
         for n, part in enumerate(parts):
             ptype, _ = media_type(part.headers.get("content-type", DICOM))
             if ptype != DICOM:
@@ -266,7 +272,7 @@ class DicomWeb:
                                        f"part {n + 1} is {ptype}, not {DICOM}"))
                 continue
             try:
-                scanned = describe(part.data)
+                scanned = describe(part.read())
             except InvalidInputError as e:
                 outcome.append(_Stored(None, None, None, FAILURE_CANNOT_UNDERSTAND, f"part {n + 1}: {e}"))
                 continue
@@ -278,7 +284,7 @@ class DicomWeb:
                                        f"part {n + 1} belongs to study {part_study}, not {study}"))
                 continue
             outcome.append(_Stored(sop_class, sop, part_study, None, ""))
-            batch.append((f"part {n + 1}", part.data))
+            batch.append(part.path if part.path is not None else (f"part {n + 1}", part.read()))
         results = iter(list(self.store.ingest(batch, tenant=self.tenant, reason="stow-rs")))
         for i, o in enumerate(outcome):
             if o.failure is None:

@@ -1,15 +1,20 @@
 """``multipart/related`` bodies for DICOMweb: the media-type parameters, a streaming reader and the writer.
 
 :func:`media_type` splits a Content-Type or one Accept entry into its type and parameters.
-:class:`MultipartReader` is fed the request body chunk by chunk as it arrives and hands back each part
-once it is complete (headers and bytes), so a body is parsed without waiting for all of it; anything that
-does not follow RFC 2046 raises :class:`MalformedMultipart`. :func:`part_header` and :func:`closing` write
-the framing of a response, whose part bodies the caller streams in between.
+:class:`MultipartReader` is fed the request body chunk by chunk as it arrives and hands back what each
+chunk completes (a part's header fields, pieces of its bytes, its end), so a body is parsed without
+waiting for all of it; anything that does not follow RFC 2046 raises :class:`MalformedMultipart`.
+:class:`SpooledParts` collects the parts, each in memory up to a size and in a temporary file beyond.
+:func:`part_header` and :func:`closing` write the framing of a response, whose part bodies the caller
+streams in between.
 """
 
 from __future__ import annotations
 
-from typing import NamedTuple
+import os
+import tempfile
+from pathlib import Path
+from typing import BinaryIO, NamedTuple
 
 from mmarchive.errors import InvalidInputError
 
@@ -20,11 +25,23 @@ class MalformedMultipart(InvalidInputError):
     """The body does not follow the multipart syntax its Content-Type announced."""
 
 
-class Part(NamedTuple):
-    """One body part: its header fields (names lowercased) and its bytes."""
+class PartStart(NamedTuple):
+    """A part begins: its header fields (names lowercased)."""
 
     headers: dict[str, str]
+
+
+class PartData(NamedTuple):
+    """The next bytes of the current part."""
+
     data: bytes
+
+
+class PartEnd(NamedTuple):
+    """The current part is complete."""
+
+
+Event = PartStart | PartData | PartEnd
 
 
 def media_type(value: str) -> tuple[str, dict[str, str]]:
@@ -94,17 +111,14 @@ class MultipartReader:
         self._delim = b"\r\n" + self._dash
         self._buf = bytearray()
         self._state = "preamble"
-        self._headers: dict[str, str] = {}
-        self._body = bytearray()
-        self._searched = 0
 
     @property
     def done(self) -> bool:
         return self._state == "epilogue"
 
-    def feed(self, chunk: bytes) -> list[Part]:
+    def feed(self, chunk: bytes) -> list[Event]:
         self._buf += chunk
-        parts: list[Part] = []
+        parts: list[Event] = []
         while True:
             if self._state == "preamble":
                 # The first delimiter may open the body (no CRLF before it) or follow a preamble.
@@ -139,26 +153,28 @@ class MultipartReader:
                 if end < 0:
                     if self._buf.startswith(b"\r\n"):  # a part without header fields
                         del self._buf[:2]
-                        self._headers = {}
+                        parts.append(PartStart({}))
                         self._state = "body"
                         continue
                     if len(self._buf) > _MAX_HEADER_BYTES:
                         raise MalformedMultipart("a part's header fields are missing or too long")
                     return parts
-                self._headers = _parse_headers(bytes(self._buf[:end]))
+                parts.append(PartStart(_parse_headers(bytes(self._buf[:end]))))
                 del self._buf[:end + 4]
                 self._state = "body"
-                self._searched = 0
             elif self._state == "body":
-                at = self._buf.find(self._delim, self._searched)
+                at = self._buf.find(self._delim)
                 if at < 0:
-                    self._searched = max(0, len(self._buf) - len(self._delim) + 1)
+                    # All but a tail that could be the start of the delimiter is the part's.
+                    keep = len(self._delim) - 1
+                    if len(self._buf) > keep:
+                        parts.append(PartData(bytes(self._buf[:len(self._buf) - keep])))
+                        del self._buf[:len(self._buf) - keep]
                     return parts
-                self._body += self._buf[:at]
+                if at:
+                    parts.append(PartData(bytes(self._buf[:at])))
+                parts.append(PartEnd())
                 del self._buf[:at + len(self._delim)]
-                parts.append(Part(self._headers, bytes(self._body)))
-                self._body = bytearray()
-                self._searched = 0
                 self._state = "after-delimiter"
             else:  # epilogue: ignored
                 self._buf.clear()
@@ -188,3 +204,77 @@ def part_header(boundary: str, content_type: str, *, first: bool) -> bytes:
 def closing(boundary: str) -> bytes:
     """The closing delimiter after the last part."""
     return f"\r\n--{boundary}--\r\n".encode("latin-1")
+
+
+class SpooledPart(NamedTuple):
+    """A received part: its header fields and its bytes, in memory (``data``) or in a file (``path``)."""
+
+    headers: dict[str, str]
+    data: bytes | None
+    path: Path | None
+
+    def read(self) -> bytes:
+        if self.data is not None:
+            return self.data
+        assert self.path is not None
+        return self.path.read_bytes()
+
+
+class SpooledParts:
+    """Collects the parts :class:`MultipartReader` finds: each in memory up to ``in_memory`` bytes, in a
+    file of a private temporary directory beyond, so a large body is not held in memory. Use as a context
+    manager: leaving it removes the files."""
+
+    def __init__(self, in_memory: int) -> None:
+        self.in_memory = in_memory
+        self.parts: list[SpooledPart] = []
+        self._dir: tempfile.TemporaryDirectory[str] | None = None
+        self._headers: dict[str, str] | None = None
+        self._buf = bytearray()
+        self._file: BinaryIO | None = None
+        self._path: Path | None = None
+
+    def __enter__(self) -> SpooledParts:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._file is not None:
+            self._file.close()
+        if self._dir is not None:
+            self._dir.cleanup()
+
+    def add(self, events: list[Event]) -> None:
+        for event in events:
+            if isinstance(event, PartStart):
+                self._headers = event.headers
+                self._buf = bytearray()
+            elif isinstance(event, PartData):
+                if self._file is not None:
+                    self._file.write(event.data)
+                elif len(self._buf) + len(event.data) > self.in_memory:
+                    self._spill()
+                    assert self._file is not None
+                    self._file.write(event.data)
+                else:
+                    self._buf += event.data
+            else:
+                headers = self._headers if self._headers is not None else {}
+                if self._file is not None:
+                    self._file.close()
+                    self._file = None
+                    self.parts.append(SpooledPart(headers, None, self._path))
+                else:
+                    self.parts.append(SpooledPart(headers, bytes(self._buf), None))
+                self._buf = bytearray()
+                self._headers = None
+
+    def _spill(self) -> None:
+        if self._dir is None:
+            self._dir = tempfile.TemporaryDirectory(prefix="mmarchive-stow-")
+        fd, name = tempfile.mkstemp(dir=self._dir.name, suffix=".dcm")
+        os.close(fd)
+        self._path = Path(name)
+        file = open(name, "wb")  # noqa: SIM115 (closed at the part's end or on exit)
+        file.write(self._buf)
+        self._file = file
+        self._buf = bytearray()

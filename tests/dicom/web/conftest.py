@@ -21,6 +21,8 @@ from mmarchive.dicom.store import DicomStore
 from mmarchive.dicom.web.app import create_app
 
 TENANT = "trust-a"
+#: Small, so that STOW-RS parts of 256x256 test images wait in temporary files and 64x64 ones in memory.
+SPOOL_BYTES = 16 << 10
 
 
 @dataclass(frozen=True)
@@ -40,7 +42,7 @@ class Server:
 def server(tmp_path: Path) -> Iterator[Server]:
     Archive.create(tmp_path / "archive").close()
     store = DicomStore.open(tmp_path / "archive")
-    app = create_app(store, tenant=TENANT)
+    app = create_app(store, tenant=TENANT, spool_bytes=SPOOL_BYTES)
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind(("127.0.0.1", 0))
