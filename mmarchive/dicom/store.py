@@ -610,17 +610,21 @@ class DicomStore:
             written.append(target)
         return written
 
-    def metadata(self, study_uid: str, *, tenant: str = DEFAULT_TENANT,
-                 series_uid: str | None = None) -> list[dict[str, Any]]:
-        """The DICOM JSON of every current instance of a study (or series), bulk data left out.
+    def metadata(self, study_uid: str, *, tenant: str = DEFAULT_TENANT, series_uid: str | None = None,
+                 sop_uid: str | None = None) -> list[dict[str, Any]]:
+        """The DICOM JSON of every current instance of a study (or series, or the one instance
+        ``sop_uid``), bulk data left out.
 
         Only each file's header is read (the piece before the pixel data, its own content in the
         store), never its pixel data; binary elements over 1 KiB are left out, as WADO-RS metadata
         leaves bulk data to its own URIs.
         """
-        entries = list(self.catalog.instances(tenant, study_uid, series_uid))
+        entries = [e for e in self.catalog.instances(tenant, study_uid, series_uid)
+                   if sop_uid is None or e.sop_instance_uid == sop_uid]
         if not entries:
-            raise NotFoundError(f"study {study_uid} is not in tenant {tenant!r}")
+            what = (f"instance {sop_uid}" if sop_uid is not None else
+                    f"series {series_uid}" if series_uid is not None else f"study {study_uid}")
+            raise NotFoundError(f"{what} is not in tenant {tenant!r}")
         return [self._header_json(e.object_id, tenant) for e in entries]
 
     def _header_json(self, object_id: str, tenant: str) -> dict[str, Any]:

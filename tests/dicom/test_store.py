@@ -231,6 +231,11 @@ def test_series_metadata_comes_from_headers_alone(store: DicomStore) -> None:
     assert reads and max(reads) < 2000  # only header pieces were read, never the 128 KiB of pixels
     with pytest.raises(NotFoundError):
         store.metadata(generate_uid())
+    sop = meta[1]["00080018"]["Value"][0]
+    assert store.metadata(study, series_uid=series, sop_uid=sop) == [meta[1]]
+    assert store.metadata(study, sop_uid=sop) == [meta[1]]
+    with pytest.raises(NotFoundError, match="instance"):
+        store.metadata(study, sop_uid=generate_uid())
 
 
 def test_duplicate_policy_comes_from_the_archive_config(tmp_path: Path) -> None:

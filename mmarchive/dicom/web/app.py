@@ -229,11 +229,8 @@ class DicomWeb:
         study = request.path_params["study"]
         series = request.path_params.get("series")
         sop = request.path_params.get("sop")
-        if sop is not None:  # make sure the instance is there before reading the series' headers
-            await run_in_threadpool(self._entries, study, series, sop)
-        found = await run_in_threadpool(self.store.metadata, study, tenant=self.tenant, series_uid=series)
-        if sop is not None:
-            found = [m for m in found if _first(m, "00080018") == sop]
+        found = await run_in_threadpool(self.store.metadata, study, tenant=self.tenant, series_uid=series,
+                                        sop_uid=sop)
         return JSONResponse(found, media_type=DICOM_JSON)
 
     # -- STOW-RS ------------------------------------------------------------------------------------
@@ -394,13 +391,6 @@ def _accept_dicom(accept: str, syntaxes: set[str]) -> None:
 def _value(values: Mapping[str, tuple[Any, ...]], keyword: str) -> str | None:
     got = values.get(keyword)
     return str(got[0]) if got else None
-
-
-def _first(element_map: Mapping[str, Any], tag: str) -> Any:
-    element = element_map.get(tag)
-    if isinstance(element, Mapping) and element.get("Value"):
-        return element["Value"][0]
-    return None
 
 
 def _ui(value: str | None) -> dict[str, Any]:
