@@ -6,6 +6,7 @@ and stores :data:`SENT_FILES`, which the query and retrieval tests then find and
 
 from __future__ import annotations
 
+import copy
 import threading
 import zlib
 from collections.abc import Iterator
@@ -156,6 +157,45 @@ def test_store_every_transfer_syntax_byte_exact(dimse_server: DimseServer, dimse
         # the request's Affected SOP Instance UID (rtplan.dcm's file meta names another than its dataset)
         assert meta.MediaStorageSOPInstanceUID == f.dataset.file_meta.MediaStorageSOPInstanceUID
         assert len(dimse_store.versions(f.dataset.SOPInstanceUID)) == 1
+
+
+def test_parallel_associations_store_everything(dimse_server: DimseServer, dimse_store: DicomStore) -> None:
+    base = pydicom.dcmread(SENT_FILES[0].path)
+    study = generate_uid()[:60]  # room for the series suffix within 64 characters
+    failures: list[str] = []
+
+    def send(n: int) -> None:
+        ae = _scu(f"SENDER{n}")
+        ae.add_requested_context(CT_IMAGE_STORAGE, ExplicitVRLittleEndian)
+        assoc = _associate(dimse_server, ae)
+        try:
+            for i in range(8):
+                ds = copy.deepcopy(base)  # Dataset.copy() is shallow: the threads would share elements
+                ds.PatientID = "PARALLEL"
+                ds.PatientName = "Parallel^Test"
+                ds.StudyInstanceUID = study
+                ds.SeriesInstanceUID = f"{study}.{n}"
+                ds.InstanceNumber = i + 1
+                ds.SOPInstanceUID = ds.file_meta.MediaStorageSOPInstanceUID = generate_uid()
+                status = assoc.send_c_store(ds)
+                if status.Status != 0x0000:
+                    failures.append(f"{n}/{i}: {status}")
+        finally:
+            assoc.release()
+
+    threads = [threading.Thread(target=send, args=(n,)) for n in range(3)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert failures == []
+    assert len(dimse_store.instances(study)) == 24
+    found, final = _find(dimse_server, STUDY_ROOT_FIND,
+                         _query("SERIES", StudyInstanceUID=study, SeriesInstanceUID="",
+                                NumberOfSeriesRelatedInstances=""))
+    assert final == 0x0000
+    assert sorted((d.SeriesInstanceUID, int(d.NumberOfSeriesRelatedInstances)) for d in found) == \
+        [(f"{study}.{n}", 8) for n in range(3)]
 
 
 def _bad_dataset() -> Dataset:
