@@ -1,21 +1,24 @@
 """The C-STORE SCP: each received dataset becomes a Part 10 file, byte for byte, ingested by the store.
 
 The dataset is never decoded: the file is the 128-byte preamble, ``DICM``, the file meta built from the
-request (its SOP Class and Instance UIDs, the transfer syntax of the presentation context) and the encoded
-dataset exactly as the peer sent it (``Event.encoded_dataset``), so what the archive keeps is what the
-modality sent, compressed pixel data included. Statuses follow PS3.4 B.2.3 and the one table
-:data:`INGEST_STATUSES` / :func:`failure_status`: success for a stored, already stored, new or replacing
-version; ``0x0111`` (duplicate SOP instance) with an error comment when the duplicate policy rejects the
-file; ``0xC000`` (cannot understand) for data the scanner refuses; ``0xA700`` (out of resources) when the
-archive cannot store.
+request (its SOP Class and Instance UIDs, the transfer syntax of the presentation context, the calling
+AE title as Source Application Entity Title) and the encoded dataset exactly as the peer sent it, so
+what the archive keeps is what the modality sent, compressed pixel data included. Statuses follow PS3.4
+B.2.3 through one table (:data:`INGEST_STATUSES`, :func:`failure_status`): success for a stored, already
+stored, new or replacing version; ``0x0111`` (duplicate SOP instance) with an error comment when the
+duplicate policy rejects the file; ``0xC000`` (cannot understand) for data the scanner refuses;
+``0xA700`` (out of resources) when the archive cannot store.
 """
 
 from __future__ import annotations
 
 import logging
-from typing import Final
+from io import BytesIO
+from typing import Final, cast
 
 from pydicom.dataset import Dataset
+from pynetdicom.dimse_primitives import C_STORE
+from pynetdicom.dsutils import encode_file_meta
 from pynetdicom.events import Event
 
 from mmarchive.dicom.errors import DicomInputError
@@ -58,6 +61,16 @@ def failure_status(error: ArchiveError) -> int:
     return OUT_OF_RESOURCES
 
 
+def part10(event: Event, calling_ae: str) -> bytes:
+    """The Part 10 file of a C-STORE request: preamble, ``DICM``, file meta (pynetdicom's, from the request,
+    with the calling AE as Source Application Entity Title) and the data set bytes as received."""
+    meta = event.file_meta
+    if calling_ae:
+        meta.SourceApplicationEntityTitle = calling_ae
+    received = cast(BytesIO, cast(C_STORE, event.request).DataSet).getvalue()
+    return b"".join((b"\x00" * 128, b"DICM", encode_file_meta(meta), received))
+
+
 class StoreHandler:
     """The ``evt.EVT_C_STORE`` handler of one server: ingest into one tenant of one store."""
 
@@ -70,7 +83,7 @@ class StoreHandler:
         sop = str(getattr(request, "AffectedSOPInstanceUID", "") or "")
         calling = event.assoc.requestor.ae_title
         try:
-            data = event.encoded_dataset(include_meta=True)
+            data = part10(event, calling)
         except (AttributeError, ValueError) as e:  # no data set, or file meta that cannot be encoded
             return status_dataset(CANNOT_UNDERSTAND, f"cannot read the data set: {e}")
         name = f"dimse:{calling}:{sop or 'unknown'}"

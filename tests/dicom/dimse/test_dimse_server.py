@@ -156,6 +156,7 @@ def test_store_every_transfer_syntax_byte_exact(dimse_server: DimseServer, dimse
         assert meta.TransferSyntaxUID == f.transfer_syntax
         # the request's Affected SOP Instance UID (rtplan.dcm's file meta names another than its dataset)
         assert meta.MediaStorageSOPInstanceUID == f.dataset.file_meta.MediaStorageSOPInstanceUID
+        assert meta.SourceApplicationEntityTitle == "TESTSCU"
         assert len(dimse_store.versions(f.dataset.SOPInstanceUID)) == 1
 
 
