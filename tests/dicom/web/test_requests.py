@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import io
 import socket
+import threading
 import time
 
 import httpx
@@ -207,3 +208,33 @@ def test_a_part_refused_by_the_duplicate_policy_is_a_failed_entry(server: Server
     assert failed[0]["00081155"]["Value"] == [sop]
     assert failed[0]["00081197"]["Value"] == [0x0111]
     assert server.store.query("instance", {"PatientID": "OTHER"}, tenant=TENANT) == []
+
+
+def test_concurrent_retrievals_and_stores(server: Server) -> None:
+    first = ct_file(rows=256, cols=256)
+    study = _uids(first)[0]
+    files = [first] + [ct_file(rows=256, cols=256, study_uid=study, instance_number=i) for i in range(2, 8)]
+    assert _stow(server, _body(*files)).status_code == 200
+    errors: list[str] = []
+
+    def retrieve() -> None:
+        with httpx.Client() as client:
+            for _ in range(3):
+                r = client.get(f"{server.url}/studies/{study}")
+                if r.status_code != 200 or not all(f in r.content for f in files):
+                    errors.append(f"retrieve: {r.status_code}")
+
+    def store() -> None:
+        for _ in range(3):
+            r = _stow(server, _body(ct_file(), ct_file(rows=200, cols=200)))
+            if r.status_code != 200:
+                errors.append(f"store: {r.status_code} {r.text}")
+
+    threads = [threading.Thread(target=retrieve) for _ in range(4)] + \
+        [threading.Thread(target=store) for _ in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=60)
+    assert errors == []
+    assert _count(server) == len(files) + 12
