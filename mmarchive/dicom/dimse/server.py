@@ -51,7 +51,7 @@ from mmarchive.dicom.dimse.query import (
     VERIFICATION,
 )
 from mmarchive.dicom.dimse.retrieve import GetHandler, MoveHandler
-from mmarchive.dicom.dimse.storage import StoreHandler
+from mmarchive.dicom.dimse.storage import IngestBatcher, StoreHandler
 from mmarchive.dicom.store import DicomStore
 from mmarchive.errors import ArchiveStateError, InvalidInputError
 from mmarchive.index.schema import check_tenant
@@ -108,6 +108,7 @@ class DimseServer:
         for title, (dest_host, dest_port) in (move_destinations or {}).items():
             self.move_destinations[check_ae_title(title, "move destination")] = (dest_host, int(dest_port))
         self._server: ThreadedAssociationServer | None = None
+        self._batcher: IngestBatcher | None = None
 
     def _application_entity(self) -> AE:
         ae = AE(ae_title=self.ae_title)
@@ -129,15 +130,21 @@ class DimseServer:
         if self._server is not None:
             raise ArchiveStateError("this DIMSE server is running already")
         ae = self._application_entity()
+        batcher = IngestBatcher(self.store, self.tenant)
         handlers: list[EventHandlerType] = [
-            (evt.EVT_C_STORE, StoreHandler(self.store, self.tenant)),
+            (evt.EVT_C_STORE, StoreHandler(batcher)),
             (evt.EVT_C_FIND, FindHandler(self.store, self.tenant, self.ae_title)),
             (evt.EVT_C_GET, GetHandler(self.store, self.tenant)),
             (evt.EVT_C_MOVE, MoveHandler(self.store, self.tenant, self.move_destinations)),
         ]
-        server = ae.start_server((self.host, self.port), block=False, evt_handlers=handlers)
+        try:
+            server = ae.start_server((self.host, self.port), block=False, evt_handlers=handlers)
+        except BaseException:
+            batcher.close()
+            raise
         assert server is not None  # block=False always returns the server
         self._server = server
+        self._batcher = batcher
         self.port = int(server.server_address[1])
         log.info("DIMSE server %s listening on %s:%d (tenant %s)", self.ae_title, self.host, self.port,
                  self.tenant)
@@ -164,6 +171,9 @@ class DimseServer:
             if assoc.is_alive():
                 log.warning("an association from %s did not end within %s s of the stop",
                             assoc.requestor.ae_title, STOP_WAIT)
+        batcher, self._batcher = self._batcher, None
+        if batcher is not None:
+            batcher.close()
         log.info("DIMSE server %s on %s:%d stopped", self.ae_title, self.host, self.port)
 
     def __enter__(self) -> DimseServer:

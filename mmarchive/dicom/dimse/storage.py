@@ -13,6 +13,8 @@ duplicate policy rejects the file; ``0xC000`` (cannot understand) for data the s
 from __future__ import annotations
 
 import logging
+import queue
+import threading
 from io import BytesIO
 from typing import Final, cast
 
@@ -26,6 +28,9 @@ from mmarchive.dicom.store import DicomStore, IngestResult, IngestStatus
 from mmarchive.errors import ArchiveError
 
 log = logging.getLogger(__name__)
+
+#: At most this many received files are ingested in one call.
+MAX_BATCH: Final = 64
 
 SUCCESS: Final = 0x0000
 #: PS3.7 C.4.1 general status "Duplicate SOP Instance": the duplicate policy refused the file.
@@ -71,12 +76,92 @@ def part10(event: Event, calling_ae: str) -> bytes:
     return b"".join((b"\x00" * 128, b"DICM", encode_file_meta(meta), received))
 
 
-class StoreHandler:
-    """The ``evt.EVT_C_STORE`` handler of one server: ingest into one tenant of one store."""
+class _Pending:
+    """One received file waiting for its batch."""
+
+    __slots__ = ("data", "done", "error", "name", "result")
+
+    def __init__(self, name: str, data: bytes) -> None:
+        self.name = name
+        self.data = data
+        self.done = threading.Event()
+        self.result: IngestResult | None = None
+        self.error: ArchiveError | None = None
+
+
+class IngestBatcher:
+    """Ingests the files that associations receive at the same time in one :meth:`DicomStore.ingest` call.
+
+    Each association waits for its own file to be durable and indexed before it answers, so one association
+    sends one file at a time; several associations storing at once would each pay a store commit (fsync)
+    and a catalog commit. One thread takes what is waiting, up to :data:`MAX_BATCH` files, ingests them in
+    one call (one commit for all) and wakes the associations with their results. A storage error fails the
+    whole batch (each association answers out of resources).
+    """
 
     def __init__(self, store: DicomStore, tenant: str) -> None:
         self.store = store
         self.tenant = tenant
+        self._queue: queue.SimpleQueue[_Pending | None] = queue.SimpleQueue()
+        self._thread = threading.Thread(target=self._run, name="mmarchive-dimse-ingest", daemon=True)
+        self._thread.start()
+
+    def ingest(self, name: str, data: bytes) -> IngestResult:
+        """Ingest one file with whatever else is waiting; raise the ArchiveError that failed its batch."""
+        pending = _Pending(name, data)
+        self._queue.put(pending)
+        pending.done.wait()
+        if pending.error is not None:
+            raise pending.error
+        assert pending.result is not None
+        return pending.result
+
+    def close(self) -> None:
+        """Ingest what is waiting, then stop the thread."""
+        self._queue.put(None)
+        self._thread.join()
+
+    def _run(self) -> None:
+        stop = False
+        while not stop:
+            first = self._queue.get()
+            if first is None:
+                return
+            batch = [first]
+            while len(batch) < MAX_BATCH:
+                try:
+                    more = self._queue.get_nowait()
+                except queue.Empty:
+                    break
+                if more is None:
+                    stop = True
+                    break
+                batch.append(more)
+            self._ingest(batch)
+
+    def _ingest(self, batch: list[_Pending]) -> None:
+        try:
+            results = list(self.store.ingest([(p.name, p.data) for p in batch], tenant=self.tenant))
+            for p, result in zip(batch, results, strict=True):
+                p.result = result
+        except ArchiveError as e:
+            for p in batch:
+                p.error = e
+        except BaseException as e:  # not the library's: fail the batch, keep the thread serving
+            log.exception("ingest of %d received file(s) failed", len(batch))
+            for p in batch:
+                p.error = ArchiveError(f"internal error while storing ({type(e).__name__}: {e})")
+        finally:
+            for p in batch:
+                p.data = b""
+                p.done.set()
+
+
+class StoreHandler:
+    """The ``evt.EVT_C_STORE`` handler of one server: ingest into one tenant of one store."""
+
+    def __init__(self, batcher: IngestBatcher) -> None:
+        self.batcher = batcher
 
     def __call__(self, event: Event) -> Dataset:
         request = event.request
@@ -88,11 +173,11 @@ class StoreHandler:
             return status_dataset(CANNOT_UNDERSTAND, f"cannot read the data set: {e}")
         name = f"dimse:{calling}:{sop or 'unknown'}"
         try:
-            results = list(self.store.ingest([(name, data)], tenant=self.tenant))
+            result = self.batcher.ingest(name, data)
         except ArchiveError as e:
             log.warning("C-STORE of %s from %s failed: %s", sop, calling, e)
             return status_dataset(failure_status(e), str(e))
-        return self._status(results[0], sop, calling)
+        return self._status(result, sop, calling)
 
     @staticmethod
     def _status(result: IngestResult, sop: str, calling: str) -> Dataset:

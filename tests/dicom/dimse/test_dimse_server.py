@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import copy
 import threading
+import time
 import zlib
 from collections.abc import Iterator
 from pathlib import Path
@@ -35,7 +36,9 @@ from mmarchive.dicom.dimse.query import (
     VERIFICATION,
 )
 from mmarchive.dicom.dimse.server import TRANSFER_SYNTAXES
-from mmarchive.dicom.store import DicomStore
+from mmarchive.dicom.dimse.storage import IngestBatcher
+from mmarchive.dicom.store import DicomStore, IngestResult, IngestStatus
+from mmarchive.errors import StorageError
 from tests.dicom.dimse.conftest import SENT_FILES, SentFile, dataset_bytes
 
 CT_IMAGE_STORAGE = UID("1.2.840.10008.5.1.4.1.1.2")
@@ -509,3 +512,54 @@ def test_get_a_deflated_instance_gives_the_same_data_set(dimse_server: DimseServ
     assert list(received) == [f.dataset.SOPInstanceUID]
     # pynetdicom deflates again: the inflated data sets are the same
     assert zlib.decompress(received[f.dataset.SOPInstanceUID], -15) == zlib.decompress(f.raw, -15)
+
+
+# -- batching of concurrent C-STOREs -------------------------------------------------------------------
+
+class _SlowStore:
+    """Stands in for a DicomStore: its first ingest waits until told, the later ones record their sizes."""
+
+    def __init__(self) -> None:
+        self.batches: list[list[str]] = []
+        self.release = threading.Event()
+        self.entered = threading.Event()
+
+    def ingest(self, sources: list[tuple[str, bytes]], *, tenant: str) -> Iterator[IngestResult]:
+        names = [name for name, _data in sources]
+        self.entered.set()
+        if not self.batches:
+            self.release.wait(10)
+        self.batches.append(names)
+        if "boom" in names:
+            raise StorageError("disk full")
+        for name in names:
+            yield IngestResult(name, IngestStatus.STORED, tenant)
+
+
+def test_files_received_together_are_ingested_in_one_call() -> None:
+    fake = _SlowStore()
+    batcher = IngestBatcher(cast(DicomStore, fake), "default")
+    results: dict[str, str] = {}
+
+    def submit(name: str) -> None:
+        try:
+            results[name] = str(batcher.ingest(name, b"x").status)
+        except StorageError as e:
+            results[name] = f"error: {e}"
+
+    first = threading.Thread(target=submit, args=("first",))
+    first.start()
+    assert fake.entered.wait(10)  # the first file is being ingested
+    others = [threading.Thread(target=submit, args=(f"f{i}",)) for i in range(5)]
+    for t in others:
+        t.start()
+    while batcher._queue.qsize() < 5:
+        time.sleep(0.001)
+    fake.release.set()
+    for t in [first, *others]:
+        t.join(10)
+    assert fake.batches[0] == ["first"] and sorted(fake.batches[1]) == [f"f{i}" for i in range(5)]
+    assert set(results.values()) == {"stored"} and len(results) == 6
+    submit("boom")
+    assert results["boom"] == "error: disk full"
+    batcher.close()
