@@ -126,7 +126,10 @@ class DimseServer:
         return ae
 
     def start(self) -> DimseServer:
-        """Listen in the background (returns at once); the actual port is :attr:`port` afterwards."""
+        """Listen in the background (returns at once); the actual port is :attr:`port` afterwards.
+
+        A port that is taken (or a host that is not this machine's) is :class:`InvalidInputError`.
+        """
         if self._server is not None:
             raise ArchiveStateError("this DIMSE server is running already")
         ae = self._application_entity()
@@ -139,6 +142,10 @@ class DimseServer:
         ]
         try:
             server = ae.start_server((self.host, self.port), block=False, evt_handlers=handlers)
+        except OSError as e:
+            batcher.close()
+            raise InvalidInputError(f"cannot listen on {self.host}:{self.port} for DIMSE "
+                                    f"({e.strerror or e}); choose another port or host") from e
         except BaseException:
             batcher.close()
             raise

@@ -38,7 +38,7 @@ from mmarchive.dicom.dimse.query import (
 from mmarchive.dicom.dimse.server import TRANSFER_SYNTAXES
 from mmarchive.dicom.dimse.storage import IngestBatcher
 from mmarchive.dicom.store import DicomStore, IngestResult, IngestStatus
-from mmarchive.errors import StorageError
+from mmarchive.errors import InvalidInputError, StorageError
 from tests.dicom.dimse.conftest import SENT_FILES, SentFile, dataset_bytes
 
 CT_IMAGE_STORAGE = UID("1.2.840.10008.5.1.4.1.1.2")
@@ -124,6 +124,14 @@ def test_the_server_binds_loopback_by_default_and_stops(dimse_store: DicomStore)
     ae.add_requested_context(VERIFICATION)
     ae.acse_timeout = ae.network_timeout = 2
     assert not ae.associate(server.host, server.port).is_established
+
+
+def test_a_port_in_use_is_refused_with_a_clear_error(dimse_server: DimseServer,
+                                                     dimse_store: DicomStore) -> None:
+    with pytest.raises(InvalidInputError, match="cannot listen on 127"):
+        serve_dimse(dimse_store, dimse_server.port)
+    with pytest.raises(InvalidInputError, match="AE title"):
+        DimseServer(dimse_store, port=0, ae_title="THIS TITLE IS FAR TOO LONG")
 
 
 def test_stop_aborts_open_associations(dimse_store: DicomStore) -> None:
