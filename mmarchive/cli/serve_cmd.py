@@ -3,8 +3,8 @@
 Opens the archive for writing (STOW-RS stores into it; the writer lock keeps other writers out while it
 runs), builds the application of :mod:`mmarchive.dicom.web.app` for one tenant and runs it with uvicorn on
 a socket bound here (127.0.0.1 unless a host is given), logging each request on stderr. SIGINT or SIGTERM
-stops it gracefully (requests in flight finish) and the command exits 0. ``--dimse PORT --ae TITLE`` is
-reserved for the DIMSE side (:func:`start_dimse`), which is not part of this build yet.
+stops it gracefully (requests in flight finish) and the command exits 0. ``--dimse PORT --ae TITLE`` also
+serves DIMSE (:mod:`mmarchive.dicom.dimse`: C-ECHO, C-STORE, C-FIND, C-GET, C-MOVE) on the same host.
 """
 
 from __future__ import annotations
@@ -20,7 +20,6 @@ from typing import TYPE_CHECKING, Any
 
 from mmarchive.cli.session import Output, Subparsers, add_command, archive_dir
 from mmarchive.dicom.store import DicomStore
-from mmarchive.errors import InvalidInputError
 
 if TYPE_CHECKING:
     import uvicorn
@@ -42,7 +41,7 @@ def register(subparsers: Subparsers) -> None:
     parser.add_argument("--base", metavar="PATH", default="/dicom-web",
                         help="the URL path of the DICOMweb root (default /dicom-web)")
     parser.add_argument("--dimse", metavar="PORT", type=int, default=None,
-                        help="also serve DIMSE on PORT (not available in this build yet)")
+                        help="also serve DIMSE on PORT (on the --http host; 0 picks a free port)")
     parser.add_argument("--ae", metavar="TITLE", default="MMARCHIVE",
                         help="the DIMSE AE title (with --dimse)")
     parser.set_defaults(run=run)
@@ -62,12 +61,14 @@ def _address(text: str) -> tuple[str, int]:
     return host, number
 
 
-def start_dimse(store: DicomStore, *, port: int, ae_title: str, tenant: str) -> Callable[[], None]:
-    """Start the DIMSE service over ``store`` and return the function that stops it.
+def start_dimse(store: DicomStore, *, host: str, port: int, ae_title: str, tenant: str
+                ) -> tuple[int, Callable[[], None]]:
+    """Start the DIMSE service (:mod:`mmarchive.dicom.dimse`) over ``store``; return the port it listens
+    on (``port`` 0 picks a free one) and the function that stops it."""
+    from mmarchive.dicom.dimse import serve_dimse
 
-    The hook for :mod:`mmarchive.dicom.dimse`, which the DIMSE work provides; until then it refuses.
-    """
-    raise InvalidInputError("DIMSE (--dimse) is not available in this build yet; serve DICOMweb alone")
+    server = serve_dimse(store, port, ae_title, host=host, tenant=tenant)
+    return server.port, server.stop
 
 
 def run(args: argparse.Namespace, out: Output) -> int:
@@ -84,17 +85,23 @@ def run(args: argparse.Namespace, out: Output) -> int:
         sock.listen(128)
         with DicomStore.open(archive_dir(args)) as store:
             stop_dimse = None
+            dimse_note = ""
             if args.dimse is not None:
-                stop_dimse = start_dimse(store, port=args.dimse, ae_title=args.ae, tenant=args.tenant)
+                dimse_port, stop_dimse = start_dimse(store, host=host, port=args.dimse, ae_title=args.ae,
+                                                     tenant=args.tenant)
+                dimse_note = f"; DIMSE as {args.ae} on {host}:{dimse_port}"
             try:
                 app = create_app(store, tenant=args.tenant, base=args.base)
                 bound = sock.getsockname()[1]
                 shown = f"[{host}]" if family == socket.AF_INET6 else host
                 url = f"http://{shown}:{bound}{args.base.rstrip('/')}"
                 if out.json_mode:
-                    out.line(json.dumps({"url": url, "tenant": args.tenant}))
+                    out.line(json.dumps({"url": url, "tenant": args.tenant,
+                                         **({"dimse": {"ae_title": args.ae, "port": dimse_port}}
+                                            if args.dimse is not None else {})}))
                 else:
-                    out.note(f"serving DICOMweb at {url} (tenant {args.tenant}); stop with Ctrl-C or SIGTERM")
+                    out.note(f"serving DICOMweb at {url} (tenant {args.tenant}){dimse_note}; stop with "
+                             "Ctrl-C or SIGTERM")
                 server = uvicorn.Server(uvicorn.Config(app, log_config=_log_config(), access_log=True,
                                                        lifespan="off", timeout_graceful_shutdown=10))
                 stopped: list[int] = []

@@ -59,12 +59,45 @@ def test_serve_stores_and_searches_logs_requests_and_stops_on_a_signal(tmp_path:
     assert len(query.json_lines()[0]) == 1
 
 
-def test_serve_refuses_dimse_until_it_exists_and_a_taken_port(tmp_path: Path) -> None:
+def test_serve_with_dimse_answers_echo_and_stores(tmp_path: Path) -> None:
+    from pynetdicom import AE
+
+    verification, ct_image_storage = "1.2.840.10008.1.1", "1.2.840.10008.5.1.4.1.1.2"
+
     archive = tmp_path / "archive"
     assert run_cli("init", "--archive", archive).code == 0
-    r = run_cli("serve", "--archive", archive, "--http", "127.0.0.1:0", "--dimse", "11112")
-    assert r.code == 2
-    assert "DIMSE" in r.stderr
+    proc = subprocess.Popen([sys.executable, "-m", "mmarchive.cli.main", "serve", "--archive", str(archive),
+                             "--http", "127.0.0.1:0", "--dimse", "0", "--ae", "TESTARCH"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=cli_env())
+    try:
+        assert proc.stderr is not None
+        line = proc.stderr.readline().decode()
+        found = re.search(r"DIMSE as TESTARCH on 127\.0\.0\.1:(\d+)", line)
+        assert found is not None, line
+        ae = AE(ae_title="TESTSCU")
+        ae.add_requested_context(verification)
+        ae.add_requested_context(ct_image_storage)
+        assoc = ae.associate("127.0.0.1", int(found.group(1)), ae_title="TESTARCH")
+        assert assoc.is_established
+        assert assoc.send_c_echo().Status == 0x0000
+        from io import BytesIO
+
+        import pydicom
+
+        ds = pydicom.dcmread(BytesIO(ct_file(patient_id="VIA-DIMSE")))
+        assert assoc.send_c_store(ds).Status == 0x0000
+        assoc.release()
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        _out, err = proc.communicate(timeout=20)
+    assert proc.returncode == 0, err.decode()
+    query = run_cli("query", "--archive", archive, "--json", "PatientID=VIA-DIMSE")
+    assert query.code == 0 and len(query.json_lines()[0]) == 1
+
+
+def test_serve_refuses_a_bad_address_and_a_taken_port(tmp_path: Path) -> None:
+    archive = tmp_path / "archive"
+    assert run_cli("init", "--archive", archive).code == 0
     assert run_cli("serve", "--archive", archive, "--http", "nohost:port").code == 2
     proc, url = _start(archive)
     try:
