@@ -27,7 +27,8 @@ from starlette.routing import Mount, Route
 from mmarchive.archive import DEFAULT_TENANT, Archive
 from mmarchive.dicom.catalog_records import CatalogEntry
 from mmarchive.dicom.scan import describe
-from mmarchive.dicom.store import DicomStore, IngestResult, IngestSource, IngestStatus
+from mmarchive.dicom.store import METADATA_KEY, DicomStore, IngestResult, IngestSource, IngestStatus
+from mmarchive.dicom.web.frames import OCTET_STREAM, Frames, frame_list, open_frames
 from mmarchive.dicom.web.multipart import (
     MultipartReader,
     SpooledPart,
@@ -141,6 +142,8 @@ def create_app(target: Archive | DicomStore, *, tenant: str = DEFAULT_TENANT,
               methods=["GET"]),
         Route("/studies/{study}/series/{series}/instances/{sop}/metadata", _mapped(DicomWeb.metadata, web),
               methods=["GET"]),
+        Route("/studies/{study}/series/{series}/instances/{sop}/frames/{frames}",
+              _mapped(DicomWeb.frames, web), methods=["GET"]),
     ]
     return Starlette(routes=[Mount(base.rstrip("/"), routes=routes)] if base.strip("/") else routes)
 
@@ -222,6 +225,35 @@ class DicomWeb:
             yield part_header(boundary, f"{DICOM}; transfer-syntax={e.transfer_syntax}", first=i == 0)
             with self.store.archive.open_object(e.object_id, tenant=self.tenant) as reader:
                 yield from reader.read_chunkwise()
+        yield closing(boundary)
+
+    async def frames(self, request: Request) -> Response:
+        """WADO-RS frames: one part per requested frame, its stored bytes (PS3.18 10.4)."""
+        numbers = frame_list(request.path_params["frames"])
+        params = request.path_params
+        entries = await run_in_threadpool(self._entries, params["study"], params["series"], params["sop"])
+        layout = await run_in_threadpool(self._frame_layout, entries[0])
+        layout.check(numbers)
+        _accept_frames(request.headers.get("accept", "*/*"), layout)
+        boundary = secrets.token_hex(16)
+        body = iterate_in_threadpool(self._frame_parts(entries[0], layout, numbers, boundary))
+        return StreamingResponse(
+            body, media_type=f'multipart/related; type="{layout.media_type}"; boundary={boundary}')
+
+    def _frame_layout(self, entry: CatalogEntry) -> Frames:
+        info = self.store.archive.stat(entry.object_id, tenant=self.tenant)
+        dicom = info.metadata.get(METADATA_KEY)
+        header_end = dicom.get("header") if isinstance(dicom, Mapping) else None
+        with self.store.archive.open_object(entry.object_id, tenant=self.tenant) as reader:
+            size = int(reader.size)
+            return open_frames(reader, header_end if isinstance(header_end, int) else size, size)
+
+    def _frame_parts(self, entry: CatalogEntry, layout: Frames, numbers: list[int],
+                     boundary: str) -> Iterator[bytes]:
+        with self.store.archive.open_object(entry.object_id, tenant=self.tenant) as reader:
+            for i, n in enumerate(numbers):
+                yield part_header(boundary, layout.part_type, first=i == 0)
+                yield layout.read(reader, n)
         yield closing(boundary)
 
     async def metadata(self, request: Request) -> Response:
@@ -386,6 +418,28 @@ def _accept_dicom(accept: str, syntaxes: set[str]) -> None:
     stored = ", ".join(sorted(syntaxes))
     raise NotAcceptableError(f'only multipart/related; type="{DICOM}" in the stored transfer syntax '
                              f"({stored}) or transfer-syntax=* is served")
+
+
+def _accept_frames(accept: str, layout: Frames) -> None:
+    """Raise NotAcceptableError unless ``accept`` allows multipart frames of ``layout``'s media type in
+    its stored transfer syntax (explicit VR little endian for native data)."""
+    served = layout.media_type
+    syntax = layout.part_type.rsplit("=", 1)[1]
+    for entry in split_list(accept) or ["*/*"]:
+        mtype, params = media_type(entry)
+        if params.get("q") in ("0", "0.0", "0.00", "0.000"):
+            continue
+        if mtype in ("*/*", "*", "multipart/*"):
+            return
+        if mtype != "multipart/related":
+            continue
+        ptype = params.get("type", OCTET_STREAM).lower()
+        if ptype not in (served, served.split("/")[0] + "/*", "*/*"):
+            continue
+        if params.get("transfer-syntax", "*") in ("*", syntax):
+            return
+    raise NotAcceptableError(f'the frames are served only as multipart/related; type="{served}" '
+                             f"(transfer syntax {syntax})")
 
 
 def _value(values: Mapping[str, tuple[Any, ...]], keyword: str) -> str | None:
