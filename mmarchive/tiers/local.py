@@ -11,8 +11,9 @@ import os
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
+from typing import BinaryIO
 
 from mmarchive.errors import IntegrityError, InvalidInputError, StorageError
 from mmarchive.tiers.base import StoredPack
@@ -152,56 +153,55 @@ class LocalTier:
 
     def store(self, pack: str, pieces: Iterable[bytes | memoryview], size: int) -> None:
         """Write a whole pack through a temporary file, fsync it, rename it into place, fsync the folder."""
-        path = self.path(pack)
-        tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
-        try:
-            path.parent.mkdir(parents=True, exist_ok=True)
+
+        def write(f: BinaryIO) -> int:
             written = 0
-            with open(tmp, "wb") as f:
-                for piece in pieces:
-                    written += len(piece)
-                    if written > size:
-                        break
-                    f.write(piece)
-                if written == size:
-                    f.flush()
-                    os.fsync(f.fileno())
-            if written != size:
-                raise InvalidInputError(f"pack {pack}: the data given to store had "
-                                        f"{'more than ' if written > size else ''}{written} bytes, "
-                                        f"not {size}; nothing was stored")
-            os.replace(tmp, path)
-            fsync_directory(path.parent)
-        except OSError as e:
-            raise StorageError(f"cannot store pack {pack} in {self.root}: {e.strerror or e}; "
-                               "check the space and permissions of that directory") from e
-        finally:
-            tmp.unlink(missing_ok=True)
-        self.forget(pack)
+            for piece in pieces:
+                written += len(piece)
+                if written > size:
+                    break
+                f.write(piece)
+            return written
+
+        self._store_with(pack, size, "the data given to store", write)
 
     def copy_in(self, pack: str, source: Path, size: int) -> None:
         """Store a pack by copying the local file ``source`` inside the kernel (``copy_file_range``),
         with the same temp-file, fsync, rename and folder fsync as :meth:`store`."""
-        path = self.path(pack)
-        tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
         try:
             src = open(source, "rb")  # noqa: SIM115 (closed by the with below)
         except FileNotFoundError as e:
             raise IntegrityError(f"pack {pack} is missing at {source}; restore it from a replica or run "
                                  "`mmarchive verify`", pack=pack) from e
+
+        def write(f: BinaryIO) -> int:
+            copied = 0
+            while copied < size:
+                n = os.copy_file_range(src.fileno(), f.fileno(), min(size - copied, 1 << 30))
+                if n == 0:
+                    break
+                copied += n
+            return copied
+
+        with src:
+            self._store_with(pack, size, str(source), write)
+
+    def _store_with(self, pack: str, size: int, what: str, write: Callable[[BinaryIO], int]) -> None:
+        """Create a pack atomically: ``write`` fills a temporary file and returns the bytes it had; only
+        exactly ``size`` of them are fsynced, renamed into place and the folder fsynced."""
+        path = self.path(pack)
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
-            with src, open(tmp, "wb") as dst:
-                copied = 0
-                while copied < size:
-                    n = os.copy_file_range(src.fileno(), dst.fileno(), min(size - copied, 1 << 30))
-                    if n == 0:
-                        break
-                    copied += n
-                if copied != size:
-                    raise InvalidInputError(f"pack {pack}: {source} has {copied} bytes, not {size}; "
-                                            "nothing was stored")
-                os.fsync(dst.fileno())
+            with open(tmp, "wb") as f:
+                written = write(f)
+                if written == size:
+                    f.flush()
+                    os.fsync(f.fileno())
+            if written != size:
+                raise InvalidInputError(f"pack {pack}: {what} had "
+                                        f"{'more than ' if written > size else ''}{written} bytes, "
+                                        f"not {size}; nothing was stored")
             os.replace(tmp, path)
             fsync_directory(path.parent)
         except OSError as e:
