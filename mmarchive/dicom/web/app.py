@@ -400,21 +400,28 @@ def _accept_json(request: Request) -> None:
         raise NotAcceptableError(f"this resource is served as {DICOM_JSON} only")
 
 
-def _accept_dicom(accept: str, syntaxes: set[str]) -> None:
-    """Raise NotAcceptableError unless ``accept`` allows multipart application/dicom in ``syntaxes``."""
+def _accepts_multipart(accept: str, default_type: str, types: tuple[str, ...],
+                       syntax_ok: Callable[[str], bool]) -> bool:
+    """Whether an entry of ``accept`` (q > 0) takes ``multipart/related`` parts of one of ``types``
+    (``default_type`` when it names none) in a transfer syntax ``syntax_ok`` allows (``*`` when absent)."""
     for entry in split_list(accept) or ["*/*"]:
         mtype, params = media_type(entry)
         if params.get("q") in ("0", "0.0", "0.00", "0.000"):
             continue
         if mtype in ("*/*", "*", "multipart/*"):
-            return
-        if mtype != "multipart/related":
+            return True
+        if mtype != "multipart/related" or params.get("type", default_type).lower() not in types:
             continue
-        if params.get("type", DICOM).lower() not in (DICOM, "application/*", "*/*"):
-            continue
-        wanted = params.get("transfer-syntax", "*")
-        if wanted == "*" or {wanted} == syntaxes:
-            return
+        if syntax_ok(params.get("transfer-syntax", "*")):
+            return True
+    return False
+
+
+def _accept_dicom(accept: str, syntaxes: set[str]) -> None:
+    """Raise NotAcceptableError unless ``accept`` allows multipart application/dicom in ``syntaxes``."""
+    if _accepts_multipart(accept, DICOM, (DICOM, "application/*", "*/*"),
+                          lambda wanted: wanted == "*" or {wanted} == syntaxes):
+        return
     stored = ", ".join(sorted(syntaxes))
     raise NotAcceptableError(f'only multipart/related; type="{DICOM}" in the stored transfer syntax '
                              f"({stored}) or transfer-syntax=* is served")
@@ -425,19 +432,9 @@ def _accept_frames(accept: str, layout: Frames) -> None:
     its stored transfer syntax (explicit VR little endian for native data)."""
     served = layout.media_type
     syntax = layout.part_type.rsplit("=", 1)[1]
-    for entry in split_list(accept) or ["*/*"]:
-        mtype, params = media_type(entry)
-        if params.get("q") in ("0", "0.0", "0.00", "0.000"):
-            continue
-        if mtype in ("*/*", "*", "multipart/*"):
-            return
-        if mtype != "multipart/related":
-            continue
-        ptype = params.get("type", OCTET_STREAM).lower()
-        if ptype not in (served, served.split("/")[0] + "/*", "*/*"):
-            continue
-        if params.get("transfer-syntax", "*") in ("*", syntax):
-            return
+    if _accepts_multipart(accept, OCTET_STREAM, (served, served.split("/")[0] + "/*", "*/*"),
+                          lambda wanted: wanted in ("*", syntax)):
+        return
     raise NotAcceptableError(f'the frames are served only as multipart/related; type="{served}" '
                              f"(transfer syntax {syntax})")
 

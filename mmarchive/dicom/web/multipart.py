@@ -65,36 +65,28 @@ def media_type(value: str) -> tuple[str, dict[str, str]]:
 
 def _split_params(value: str) -> list[str]:
     """Split at semicolons outside quoted strings."""
+    return _split_outside_quotes(value, ";")
+
+
+def split_list(value: str) -> list[str]:
+    """Split an Accept header at commas outside quoted strings."""
+    return [s.strip() for s in _split_outside_quotes(value, ",") if s.strip()]
+
+
+def _split_outside_quotes(value: str, sep: str) -> list[str]:
     out: list[str] = []
     current: list[str] = []
     quoted = False
     for ch in value:
         if ch == '"':
             quoted = not quoted
-        if ch == ";" and not quoted:
+        if ch == sep and not quoted:
             out.append("".join(current))
             current = []
         else:
             current.append(ch)
     out.append("".join(current))
     return out
-
-
-def split_list(value: str) -> list[str]:
-    """Split an Accept header at commas outside quoted strings."""
-    out: list[str] = []
-    current: list[str] = []
-    quoted = False
-    for ch in value:
-        if ch == '"':
-            quoted = not quoted
-        if ch == "," and not quoted:
-            out.append("".join(current))
-            current = []
-        else:
-            current.append(ch)
-    out.append("".join(current))
-    return [s.strip() for s in out if s.strip()]
 
 
 class MultipartReader:
