@@ -160,34 +160,40 @@ def _roll_back(archive: Archive, pack_id: bytes, move: MoveEntry) -> bool:
     """Undo a move that did not switch: remove what reached the target, forget the move.
 
     Returns False when the target could not be reached (the move stays recorded for the next run)."""
-    name = pack_name(pack_id)
-    try:
-        if move.target not in replicas_of(archive, pack_id):  # never remove a recorded replica
-            archive.tiers.get(move.target).remove(name)
-    except StorageError as e:
-        log.warning("could not remove the partial copy of pack %s from tier %s (%s); the move stays "
-                    "recorded and is rolled back on the next run", name, move.target, e)
+    # Never remove a recorded replica.
+    if move.target not in replicas_of(archive, pack_id) and not _remove_copy(
+            archive, pack_id, move.target, "the partial copy"):
         return False
-    archive.index.write(lambda txn: txn.delete(pack_id, db=archive.index.db(DB_MOVES)))
+    _forget_move(archive, pack_id)
     return True
+
+
+def _remove_copy(archive: Archive, pack_id: bytes, tier: str, what: str) -> bool:
+    """Remove one copy of a pack for a move; False (logged) when the tier cannot be reached."""
+    try:
+        archive.tiers.get(tier).remove(pack_name(pack_id))
+    except StorageError as e:
+        log.warning("could not remove %s of pack %s from tier %s (%s); the move stays recorded and is "
+                    "finished by a later run", what, pack_name(pack_id), tier, e)
+        return False
+    return True
+
+
+def _forget_move(archive: Archive, pack_id: bytes) -> None:
+    archive.index.write(lambda txn: txn.delete(pack_id, db=archive.index.db(DB_MOVES)))
 
 
 def _release(archive: Archive, pack_id: bytes, move: MoveEntry) -> bool:
     """Remove the source copy of a switched move, then forget the move (False: the source tier could
     not be reached; the move stays recorded)."""
-    name = pack_name(pack_id)
     with archive.index.read() as txn:
         raw = txn.get(pack_id, db=archive.index.db(DB_PACKS))
     # Never remove the copy the index reads (a later move may have gone back to the source tier).
     if raw is None or PackEntry.decode(raw).tier != move.source:
         if raw is not None and archive.tiers.config(move.target).replica == move.source:
             record_replica(archive, pack_id, move.source)  # the old copy is the new tier's replica
-        elif move.source not in replicas_of(archive, pack_id):
-            try:
-                archive.tiers.get(move.source).remove(name)
-            except StorageError as e:
-                log.warning("could not remove the source copy of moved pack %s from tier %s (%s); it "
-                            "is removed by a later run", name, move.source, e)
-                return False
-    archive.index.write(lambda txn: txn.delete(pack_id, db=archive.index.db(DB_MOVES)))
+        elif move.source not in replicas_of(archive, pack_id) and not _remove_copy(
+                archive, pack_id, move.source, "the source copy"):
+            return False
+    _forget_move(archive, pack_id)
     return True

@@ -46,16 +46,26 @@ def all_replicas(archive: Archive) -> dict[bytes, dict[str, int]]:
         return {bytes(k): _decode(v) for k, v in txn.cursor(db=db)}
 
 
-def record_replica(archive: Archive, pack_id: bytes, tier: str, verified_ns: int | None = None) -> None:
+def _update(archive: Archive, pack_id: bytes, change: Any) -> Any:
+    """Apply ``change(tiers, txn)`` to a pack's replica record (a dict, written back or deleted when
+    empty) in one write transaction; return what ``change`` returns."""
     db = archive.index.db(DB_REPLICAS)
-    when = verified_ns if verified_ns is not None else time.time_ns()
 
-    def apply(txn: Any) -> None:
+    def apply(txn: Any) -> Any:
         current = _decode(txn.get(pack_id, db=db))
-        current[tier] = when
-        txn.put(pack_id, json.dumps(current, sort_keys=True).encode(), db=db)
+        result = change(current, txn)
+        if current:
+            txn.put(pack_id, json.dumps(current, sort_keys=True).encode(), db=db)
+        else:
+            txn.delete(pack_id, db=db)
+        return result
 
-    archive.index.write(apply)
+    return archive.index.write(apply)
+
+
+def record_replica(archive: Archive, pack_id: bytes, tier: str, verified_ns: int | None = None) -> None:
+    when = verified_ns if verified_ns is not None else time.time_ns()
+    _update(archive, pack_id, lambda tiers, _txn: tiers.__setitem__(tier, when))
 
 
 def add_replica(archive: Archive, pack_id: bytes, tier: str) -> int:
@@ -79,37 +89,19 @@ def add_replica(archive: Archive, pack_id: bytes, tier: str) -> int:
 
 def drop_replica(archive: Archive, pack_id: bytes, tier: str) -> None:
     """Forget a replica, then remove its file unless the index reads that file as the pack's primary."""
-    db = archive.index.db(DB_REPLICAS)
 
-    def apply(txn: Any) -> str | None:
-        current = _decode(txn.get(pack_id, db=db))
-        current.pop(tier, None)
-        if current:
-            txn.put(pack_id, json.dumps(current, sort_keys=True).encode(), db=db)
-        else:
-            txn.delete(pack_id, db=db)
+    def forget(tiers: dict[str, int], txn: Any) -> str | None:
+        tiers.pop(tier, None)
         raw = txn.get(pack_id, db=archive.index.db(DB_PACKS))
         return PackEntry.decode(raw).tier if raw is not None else None
 
-    primary = archive.index.write(apply)
-    if primary != tier:
+    if _update(archive, pack_id, forget) != tier:
         archive.tiers.get(tier).remove(pack_name(pack_id))
 
 
 def forget_record(archive: Archive, pack_id: bytes, tier: str) -> None:
     """Forget a replica record but keep the file (it became the pack's primary copy)."""
-    db = archive.index.db(DB_REPLICAS)
-
-    def apply(txn: Any) -> None:
-        current = _decode(txn.get(pack_id, db=db))
-        if current.pop(tier, None) is None:
-            return
-        if current:
-            txn.put(pack_id, json.dumps(current, sort_keys=True).encode(), db=db)
-        else:
-            txn.delete(pack_id, db=db)
-
-    archive.index.write(apply)
+    _update(archive, pack_id, lambda tiers, _txn: tiers.pop(tier, None))
 
 
 def drop_all_replicas(archive: Archive, pack_id: bytes) -> None:
