@@ -1059,9 +1059,11 @@ class Archive:
         """Packs, bytes and objects on each configured tier, hottest first."""
         per: dict[str, list[int]] = {name: [0, 0, 0, 0, 0] for name in self.tiers.names}
         pack_tier: dict[bytes, str] = {}
+        sizes: dict[bytes, int] = {}
         with self.index.read() as txn:
             for k, v in txn.cursor(db=self.index.db(DB_PACKS)):
                 e = PackEntry.decode(v)
+                sizes[bytes(k)] = e.length
                 if e.deleting:
                     continue
                 pack_tier[bytes(k)] = e.tier
@@ -1079,8 +1081,6 @@ class Archive:
             for name in {move.source, move.target}:
                 per.setdefault(name, [0, 0, 0, 0, 0])[4] += 1
         replicas: dict[str, list[int]] = {}
-        with self.index.read() as txn:
-            sizes = {k: PackEntry.decode(v).length for k, v in txn.cursor(db=self.index.db(DB_PACKS))}
         for pack_id, tiers in all_replicas(self).items():
             for name in tiers:
                 row = replicas.setdefault(name, [0, 0])
