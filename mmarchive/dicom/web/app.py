@@ -28,7 +28,21 @@ from mmarchive.archive import DEFAULT_TENANT, Archive
 from mmarchive.dicom.catalog_records import CatalogEntry
 from mmarchive.dicom.scan import describe
 from mmarchive.dicom.store import METADATA_KEY, DicomStore, IngestResult, IngestSource, IngestStatus
-from mmarchive.dicom.web.frames import OCTET_STREAM, Frames, frame_list, open_frames
+from mmarchive.dicom.web.bulkdata import BulkValue, byte_range, instance_json, locate, stream
+from mmarchive.dicom.web.errors import (
+    NotAcceptableError,
+    PixelDecodeError,
+    RangeNotSatisfiableError,
+    UnsupportedMediaTypeError,
+)
+from mmarchive.dicom.web.frames import (
+    EXPLICIT_LITTLE,
+    OCTET_STREAM,
+    Frames,
+    frame_list,
+    open_frames,
+    read_header,
+)
 from mmarchive.dicom.web.multipart import (
     MultipartReader,
     SpooledPart,
@@ -38,6 +52,7 @@ from mmarchive.dicom.web.multipart import (
     part_header,
     split_list,
 )
+from mmarchive.dicom.web.rendered import Rendering, check_decodable, render, rendering
 from mmarchive.errors import (
     ArchiveError,
     ArchiveLockedError,
@@ -65,24 +80,18 @@ FAILURE_REFUSED = 0x0111  # the duplicate policy refused other bytes for a store
 SPOOL_BYTES = 8 << 20
 
 
-class NotAcceptableError(ArchiveError):
-    """No representation the request's Accept header allows can be served (406)."""
-
-
-class UnsupportedMediaTypeError(ArchiveError):
-    """The request body's Content-Type is not one this resource takes (415)."""
-
-
 #: Exception class -> HTTP status; the first class the error is an instance of wins.
 STATUS_FOR: tuple[tuple[type[BaseException], int], ...] = (
     (NotAcceptableError, 406),
     (UnsupportedMediaTypeError, 415),
+    (RangeNotSatisfiableError, 416),
     (NotFoundError, 404),
     (InvalidInputError, 400),
     (RetentionError, 409),
     (ArchiveLockedError, 409),
     (ArchiveStateError, 409),
     (IntegrityError, 500),
+    (PixelDecodeError, 500),
     (StorageError, 503),
     (ArchiveError, 500),
 )
@@ -100,7 +109,8 @@ def _error_response(exc: BaseException) -> Response:
     reason = str(exc).strip("'\"") if isinstance(exc, ArchiveError) else "internal error"
     if status >= 500:
         log.error("DICOMweb request failed: %s", exc, exc_info=not isinstance(exc, ArchiveError))
-    return JSONResponse({"error": reason, "status": status}, status_code=status)
+    headers = {"Content-Range": f"bytes */{exc.size}"} if isinstance(exc, RangeNotSatisfiableError) else None
+    return JSONResponse({"error": reason, "status": status}, status_code=status, headers=headers)
 
 
 Handler = Callable[[Request], Coroutine[Any, Any, Response]]
@@ -144,6 +154,12 @@ def create_app(target: Archive | DicomStore, *, tenant: str = DEFAULT_TENANT,
               methods=["GET"]),
         Route("/studies/{study}/series/{series}/instances/{sop}/frames/{frames}",
               _mapped(DicomWeb.frames, web), methods=["GET"]),
+        Route("/studies/{study}/series/{series}/instances/{sop}/rendered", _mapped(DicomWeb.rendered, web),
+              methods=["GET"]),
+        Route("/studies/{study}/series/{series}/instances/{sop}/frames/{frames}/rendered",
+              _mapped(DicomWeb.rendered, web), methods=["GET"]),
+        Route("/studies/{study}/series/{series}/instances/{sop}/bulkdata/{path:path}",
+              _mapped(DicomWeb.bulkdata, web), methods=["GET"]),
     ]
     return Starlette(routes=[Mount(base.rstrip("/"), routes=routes)] if base.strip("/") else routes)
 
@@ -240,13 +256,17 @@ class DicomWeb:
         return StreamingResponse(
             body, media_type=f'multipart/related; type="{layout.media_type}"; boundary={boundary}')
 
-    def _frame_layout(self, entry: CatalogEntry) -> Frames:
+    def _header_end(self, entry: CatalogEntry, size: int) -> int:
+        """Where the stored instance's header piece ends (its pixel value starts); ``size`` if none."""
         info = self.store.archive.stat(entry.object_id, tenant=self.tenant)
         dicom = info.metadata.get(METADATA_KEY)
         header_end = dicom.get("header") if isinstance(dicom, Mapping) else None
+        return header_end if isinstance(header_end, int) and 0 <= header_end <= size else size
+
+    def _frame_layout(self, entry: CatalogEntry) -> Frames:
         with self.store.archive.open_object(entry.object_id, tenant=self.tenant) as reader:
             size = int(reader.size)
-            return open_frames(reader, header_end if isinstance(header_end, int) else size, size)
+            return open_frames(reader, self._header_end(entry, size), size)
 
     def _frame_parts(self, entry: CatalogEntry, layout: Frames, numbers: list[int],
                      boundary: str) -> Iterator[bytes]:
@@ -256,14 +276,94 @@ class DicomWeb:
                 yield layout.read(reader, n)
         yield closing(boundary)
 
+    async def rendered(self, request: Request) -> Response:
+        """WADO-RS rendered: one frame (the first, or the one of ``frames/{n}``) as JPEG or PNG
+        (PS3.18 9.5)."""
+        params = request.path_params
+        numbers = frame_list(params["frames"]) if "frames" in params else [1]
+        if len(numbers) != 1:
+            raise InvalidInputError(f"a rendered request takes one frame number, not {len(numbers)}; ask for "
+                                    "each frame on its own")
+        asked = rendering(request.headers.get("accept", "*/*"), request.query_params)
+        entries = await run_in_threadpool(self._entries, params["study"], params["series"], params["sop"])
+        image = await run_in_threadpool(self._render, entries[0], numbers[0], asked)
+        return Response(image, media_type=asked.media_type)
+
+    def _render(self, entry: CatalogEntry, number: int, asked: Rendering) -> bytes:
+        with self.store.archive.open_object(entry.object_id, tenant=self.tenant) as reader:
+            size = int(reader.size)
+            header_end = self._header_end(entry, size)
+            layout = open_frames(reader, header_end, size)
+            layout.check([number])
+            check_decodable(layout)
+            _, header = read_header(reader, header_end)
+            return render(header, layout, layout.read(reader, number), asked)
+
     async def metadata(self, request: Request) -> Response:
+        """WADO-RS metadata: the DICOM JSON of each instance's header, bulk data as BulkDataURIs."""
         _accept_json(request)
         study = request.path_params["study"]
         series = request.path_params.get("series")
         sop = request.path_params.get("sop")
-        found = await run_in_threadpool(self.store.metadata, study, tenant=self.tenant, series_uid=series,
-                                        sop_uid=sop)
+        root = str(request.base_url).rstrip("/") + self.base
+        found = await run_in_threadpool(self._metadata, root, study, series, sop)
         return JSONResponse(found, media_type=DICOM_JSON)
+
+    def _metadata(self, root: str, study: str, series: str | None, sop: str | None) -> list[dict[str, Any]]:
+        out = []
+        for e in self._entries(study, series, sop):
+            uri = (f"{root}/studies/{e.study_instance_uid}/series/{e.series_instance_uid}"
+                   f"/instances/{e.sop_instance_uid}/bulkdata")
+            with self.store.archive.open_object(e.object_id, tenant=self.tenant) as reader:
+                size = int(reader.size)
+                out.append(instance_json(reader, self._header_end(e, size), size, uri))
+        return out
+
+    async def bulkdata(self, request: Request) -> Response:
+        """WADO-RS bulk data: one value, as one multipart/related part (the default) or as the whole
+        body when the client asks for application/octet-stream; a Range selects bytes of it."""
+        params = request.path_params
+        single = _accept_bulk(request.headers.get("accept", "*/*"))
+        entries = await run_in_threadpool(self._entries, params["study"], params["series"], params["sop"])
+        entry = entries[0]
+        value, syntax = await run_in_threadpool(self._locate, entry, params["path"])
+        chosen = byte_range(request.headers.get("range"), value.length)
+        start, stop = chosen if chosen is not None else (0, value.length)
+        status = 206 if chosen is not None else 200
+        content_range = f"bytes {start}-{stop - 1}/{value.length}"
+        part_type = f"{OCTET_STREAM}; transfer-syntax={syntax}" if value.pixel else OCTET_STREAM
+        if single:
+            headers = {"Accept-Ranges": "bytes", "Content-Length": str(stop - start)}
+            if chosen is not None:
+                headers["Content-Range"] = content_range
+            body = iterate_in_threadpool(self._bulk_bytes(entry, value, start, stop))
+            return StreamingResponse(body, status_code=status, media_type=part_type, headers=headers)
+        boundary = secrets.token_hex(16)
+        extra = {"Content-Range": content_range} if chosen is not None else {}
+        body = iterate_in_threadpool(self._bulk_part(entry, value, start, stop, boundary, part_type, extra))
+        return StreamingResponse(body, status_code=status, headers={"Accept-Ranges": "bytes"},
+                                 media_type=f'multipart/related; type="{OCTET_STREAM}"; boundary={boundary}')
+
+    def _locate(self, entry: CatalogEntry, path: str) -> tuple[BulkValue, str]:
+        with self.store.archive.open_object(entry.object_id, tenant=self.tenant) as reader:
+            size = int(reader.size)
+            value = locate(reader, self._header_end(entry, size), size, path)
+        native = entry.transfer_syntax in ("1.2.840.10008.1.2", EXPLICIT_LITTLE)
+        return value, EXPLICIT_LITTLE if native else entry.transfer_syntax
+
+    def _bulk_bytes(self, entry: CatalogEntry, value: BulkValue, start: int,
+                    stop: int) -> Iterator[bytes]:
+        if value.data is not None:
+            yield from stream(None, value, start, stop)
+            return
+        with self.store.archive.open_object(entry.object_id, tenant=self.tenant) as reader:
+            yield from stream(reader, value, start, stop)
+
+    def _bulk_part(self, entry: CatalogEntry, value: BulkValue, start: int, stop: int,
+                   boundary: str, part_type: str, extra: dict[str, str]) -> Iterator[bytes]:
+        yield part_header(boundary, part_type, first=True, extra=extra)
+        yield from self._bulk_bytes(entry, value, start, stop)
+        yield closing(boundary)
 
     # -- STOW-RS ------------------------------------------------------------------------------------
 
@@ -437,6 +537,24 @@ def _accept_frames(accept: str, layout: Frames) -> None:
         return
     raise NotAcceptableError(f'the frames are served only as multipart/related; type="{served}" '
                              f"(transfer syntax {syntax})")
+
+
+def _accept_bulk(accept: str) -> bool:
+    """Whether ``accept`` asks for bulk data as a single-part application/octet-stream body (True) or
+    allows the multipart/related form (False); NotAcceptableError if it allows neither."""
+    for entry in split_list(accept) or ["*/*"]:
+        mtype, params = media_type(entry)
+        if params.get("q") in ("0", "0.0", "0.00", "0.000"):
+            continue
+        if mtype in ("*/*", "*", "multipart/*"):
+            return False
+        if mtype == "multipart/related" and params.get("type", OCTET_STREAM).lower() in (
+                OCTET_STREAM, "application/*", "*/*"):
+            return False
+        if mtype in (OCTET_STREAM, "application/*"):
+            return True
+    raise NotAcceptableError(f'bulk data is served as multipart/related; type="{OCTET_STREAM}" or as '
+                             f"{OCTET_STREAM}, not {accept!r}")
 
 
 def _value(values: Mapping[str, tuple[Any, ...]], keyword: str) -> str | None:

@@ -16,9 +16,10 @@ from __future__ import annotations
 import io
 import warnings
 from collections.abc import Mapping
-from typing import Any, NamedTuple
+from typing import Any, Literal, NamedTuple
 
 import pydicom
+from pydicom.dataset import Dataset
 from pydicom.encaps import get_frame
 
 from mmarchive.errors import InvalidInputError
@@ -28,6 +29,10 @@ EXPLICIT_LITTLE = "1.2.840.10008.1.2.1"
 _NATIVE = {"1.2.840.10008.1.2", EXPLICIT_LITTLE}
 _BIG_ENDIAN = "1.2.840.10008.1.2.2"
 _DEFLATED = "1.2.840.10008.1.2.1.99"
+_UNDEFINED = 0xFFFFFFFF
+#: Pixel Data, Float Pixel Data, Double Float Pixel Data.
+PIXEL_DATA = 0x7FE00010
+PIXEL_TAGS = frozenset({PIXEL_DATA, 0x7FE00008, 0x7FE00009})
 #: Encapsulated transfer syntax -> the media type its frames are served as (PS3.18 Table 8.7.3-5).
 MEDIA_TYPES: Mapping[str, str] = {
     "1.2.840.10008.1.2.4.50": "image/jpeg",
@@ -109,16 +114,8 @@ def open_frames(reader: Any, header_end: int, size: int) -> Frames:
     value starts (the object's size when it has no cut-out pixel data)."""
     if header_end >= size:
         raise InvalidInputError("the instance has no pixel data (or none stored apart from its header)")
-    reader.seek(0)
-    head: bytes = reader.read(header_end)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        try:
-            ds = pydicom.dcmread(io.BytesIO(head), stop_before_pixels=True, force=True)
-        except Exception as e:  # pydicom raises many kinds
-            raise InvalidInputError(f"the instance's header cannot be read back ({e})") from e
-    meta = getattr(ds, "file_meta", None)
-    syntax = str(getattr(meta, "TransferSyntaxUID", "") or EXPLICIT_LITTLE)
+    head, ds = read_header(reader, header_end)
+    syntax = transfer_syntax(ds)
     try:
         frames = int(ds.get("NumberOfFrames", 1) or 1)
         rows, columns = int(ds.Rows), int(ds.Columns)
@@ -142,3 +139,51 @@ def open_frames(reader: Any, header_end: int, size: int) -> Frames:
     if "ExtendedOffsetTable" in ds and "ExtendedOffsetTableLengths" in ds:
         extended = (bytes(ds.ExtendedOffsetTable), bytes(ds.ExtendedOffsetTableLengths))
     return Frames(syntax, MEDIA_TYPES.get(syntax, OCTET_STREAM), frames, header_end, 0, extended)
+
+
+def read_header(reader: Any, header_end: int) -> tuple[bytes, Dataset]:
+    """The header piece of a stored instance (its first ``header_end`` bytes, or all of it when
+    ``header_end`` is negative) and the dataset pydicom reads from it, pixel data left out."""
+    reader.seek(0)
+    head: bytes = reader.read(header_end)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        try:
+            ds = pydicom.dcmread(io.BytesIO(head), stop_before_pixels=True, force=True)
+        except Exception as e:  # pydicom raises many kinds
+            raise InvalidInputError(f"the instance's header cannot be read back ({e})") from e
+    return head, ds
+
+
+def transfer_syntax(ds: Dataset) -> str:
+    """The transfer syntax UID of a dataset read from a Part 10 file (explicit VR little endian if none)."""
+    meta = getattr(ds, "file_meta", None)
+    return str(getattr(meta, "TransferSyntaxUID", "") or EXPLICIT_LITTLE)
+
+
+class PixelElement(NamedTuple):
+    """The pixel data element whose header ends a stored instance's header piece."""
+
+    tag: int
+    vr: str
+    length: int | None  # None: undefined length (encapsulated)
+
+
+def pixel_element(head: bytes, syntax: str) -> PixelElement | None:
+    """The pixel data element at the end of ``head`` (a header piece cut before a pixel value), from its
+    tag, VR and length bytes; None when ``head`` does not end with one."""
+    big = syntax == _BIG_ENDIAN
+    order: Literal["little", "big"] = "big" if big else "little"
+    if syntax == "1.2.840.10008.1.2":  # implicit VR: tag, 4-byte length
+        if len(head) < 8:
+            return None
+        raw, vr, raw_length = head[-8:-4], "OW", head[-4:]
+    else:  # explicit VR: tag, VR, 2 reserved bytes, 4-byte length
+        if len(head) < 12:
+            return None
+        raw, vr, raw_length = head[-12:-8], head[-8:-6].decode("latin-1"), head[-4:]
+    tag = (int.from_bytes(raw[:2], order) << 16) | int.from_bytes(raw[2:], order)
+    if tag not in PIXEL_TAGS:
+        return None
+    length = int.from_bytes(raw_length, order)
+    return PixelElement(tag, vr, None if length == _UNDEFINED else length)

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import os
 import tempfile
+from collections.abc import Mapping
 from pathlib import Path
 from typing import BinaryIO, NamedTuple
 
@@ -187,10 +188,13 @@ def _parse_headers(raw: bytes) -> dict[str, str]:
     return headers
 
 
-def part_header(boundary: str, content_type: str, *, first: bool) -> bytes:
-    """The delimiter and header fields in front of one part of a response body."""
+def part_header(boundary: str, content_type: str, *, first: bool,
+                extra: Mapping[str, str] | None = None) -> bytes:
+    """The delimiter and header fields (Content-Type, then ``extra``) in front of one part of a response
+    body."""
     lead = b"" if first else b"\r\n"
-    return lead + f"--{boundary}\r\nContent-Type: {content_type}\r\n\r\n".encode("latin-1")
+    fields = "".join(f"{k}: {v}\r\n" for k, v in (extra or {}).items())
+    return lead + f"--{boundary}\r\nContent-Type: {content_type}\r\n{fields}\r\n".encode("latin-1")
 
 
 def closing(boundary: str) -> bytes:

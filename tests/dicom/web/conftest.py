@@ -6,19 +6,24 @@ Each test gets its own archive and server (a thread running ``uvicorn.Server`` o
 
 from __future__ import annotations
 
+import io
 import socket
 import threading
 import time
+import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+import pydicom
 import pytest
 import uvicorn
+from pydicom.dataset import Dataset
 
 from mmarchive.archive import Archive
 from mmarchive.dicom.store import DicomStore
 from mmarchive.dicom.web.app import create_app
+from tests.dicom.testfiles import all_test_files
 
 TENANT = "trust-a"
 #: Small, so that STOW-RS parts of 256x256 test images wait in temporary files and 64x64 ones in memory.
@@ -63,3 +68,21 @@ def server(tmp_path: Path) -> Iterator[Server]:
         thread.join(timeout=10)
         sock.close()
         store.close()
+
+
+def store_file(server: Server, source: Path | tuple[str, bytes]) -> tuple[Dataset, str]:
+    """Ingest a test file (a path, or a name and its bytes) into the server's store; the dataset pydicom
+    reads from it (pixel data included) and the instance's WADO-RS URL."""
+    [result] = list(server.store.ingest([source], tenant=TENANT))
+    assert result.ok, result
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        ds = pydicom.dcmread(source if isinstance(source, Path) else io.BytesIO(source[1]))
+    url = (f"{server.url}/studies/{ds.StudyInstanceUID}/series/{ds.SeriesInstanceUID}"
+           f"/instances/{ds.SOPInstanceUID}")
+    return ds, url
+
+
+def data_file(name: str) -> Path:
+    """The path of one of pydicom's (or pydicom-data's) test files, by file name."""
+    return next(p for p in all_test_files() if p.name == name)

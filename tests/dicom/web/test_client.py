@@ -142,7 +142,12 @@ def test_metadata_at_every_level(server: Server, client: DICOMwebClient) -> None
     study_meta = client.retrieve_study_metadata(study)
     assert sorted(m["00080018"]["Value"][0] for m in study_meta) == \
         sorted(ds.SOPInstanceUID for ds in datasets)
-    assert all("7FE00010" not in m for m in study_meta)  # bulk data left out
+    for m in study_meta:  # pixel data as a BulkDataURI under the instance's URL, never inline
+        instance = f"/dicom-web/studies/{study}/series/{m['0020000E']['Value'][0]}" \
+                   f"/instances/{m['00080018']['Value'][0]}"
+        # dicomweb-client sends a Host header without the port, and the URI is built from the Host
+        assert m["7FE00010"]["BulkDataURI"] == f"http://127.0.0.1{instance}/bulkdata/7FE00010"
+        assert "InlineBinary" not in m["7FE00010"]
     series_meta = client.retrieve_series_metadata(study, series)
     assert {m["00080018"]["Value"][0] for m in series_meta} == \
         {ds.SOPInstanceUID for ds in datasets if ds.SeriesInstanceUID == series}
