@@ -1,13 +1,16 @@
-"""The DICOMweb application: QIDO-RS search, WADO-RS retrieval and metadata, STOW-RS store, over one tenant.
+"""The DICOMweb application: QIDO-RS search, WADO-RS retrieval, metadata, frames, rendered images and bulk
+data, STOW-RS store, over one tenant.
 
 :func:`create_app` wraps an :class:`~mmarchive.archive.Archive` or a
 :class:`~mmarchive.dicom.store.DicomStore` in a starlette application serving PS3.18 resources under
 ``base`` (``/dicom-web``), for one tenant; an embedding service can mount it. The store's calls block
 (LMDB, file reads), so they run on starlette's thread pool; retrieval streams each instance's stored
-Part 10 bytes chunk by chunk, one instance at a time. A STOW-RS body is parsed as it arrives and ingested
-as one batch only once it is complete and well formed (large parts wait in temporary files), so a
-malformed or interrupted request stores nothing. Errors map to HTTP statuses in one table
-(:data:`STATUS_FOR`), each with a short JSON reason.
+Part 10 bytes chunk by chunk, one instance at a time; frames, rendered images and bulk data read only
+the header piece and the bytes they need (:mod:`~mmarchive.dicom.web.frames`,
+:mod:`~mmarchive.dicom.web.rendered`, :mod:`~mmarchive.dicom.web.bulkdata`). A STOW-RS body is parsed
+as it arrives and ingested as one batch only once it is complete and well formed (large parts wait in
+temporary files), so a malformed or interrupted request stores nothing. Errors map to HTTP statuses in
+one table (:data:`STATUS_FOR`), each with a short JSON reason.
 """
 
 from __future__ import annotations
@@ -38,10 +41,14 @@ from mmarchive.dicom.web.errors import (
 from mmarchive.dicom.web.frames import (
     EXPLICIT_LITTLE,
     OCTET_STREAM,
+    PIXEL_DATA,
     Frames,
+    frame_layout,
     frame_list,
     open_frames,
+    pixel_element,
     read_header,
+    transfer_syntax,
 )
 from mmarchive.dicom.web.multipart import (
     MultipartReader,
@@ -293,10 +300,15 @@ class DicomWeb:
         with self.store.archive.open_object(entry.object_id, tenant=self.tenant) as reader:
             size = int(reader.size)
             header_end = self._header_end(entry, size)
-            layout = open_frames(reader, header_end, size)
+            if header_end >= size:
+                raise InvalidInputError("the instance has no pixel data to render")
+            head, header = read_header(reader, header_end)
+            pixel = pixel_element(head, transfer_syntax(header))
+            if pixel is None or pixel.tag != PIXEL_DATA:
+                raise InvalidInputError("only Pixel Data (7FE0,0010) is rendered, not float pixel data")
+            layout = frame_layout(head, header)
             layout.check([number])
             check_decodable(layout)
-            _, header = read_header(reader, header_end)
             return render(header, layout, layout.read(reader, number), asked)
 
     async def metadata(self, request: Request) -> Response:

@@ -115,6 +115,13 @@ def open_frames(reader: Any, header_end: int, size: int) -> Frames:
     if header_end >= size:
         raise InvalidInputError("the instance has no pixel data (or none stored apart from its header)")
     head, ds = read_header(reader, header_end)
+    return frame_layout(head, ds)
+
+
+def frame_layout(head: bytes, ds: Dataset) -> Frames:
+    """The frame layout of a stored instance from its header piece ``head`` (which ends where the pixel
+    value starts) and the dataset read from it."""
+    header_end = len(head)
     syntax = transfer_syntax(ds)
     try:
         frames = int(ds.get("NumberOfFrames", 1) or 1)

@@ -97,37 +97,30 @@ def test_metadata_of_an_instance_without_pixel_data_has_no_pixel_uri(server: Ser
     assert "7FE00010" not in _metadata(url)
 
 
-@pytest.mark.parametrize(("header", "start", "stop"), [
-    ("bytes=10-99", 10, 100), ("bytes=0-0", 0, 1), ("bytes=100-", 100, None), ("bytes=-50", -50, None),
-    ("bytes=8000-999999", 8000, None), ("bytes=-999999", 0, None),
-])
-def test_range_on_single_part_bulk_data(server: Server, header: str, start: int, stop: int | None) -> None:
+def test_range_on_single_part_bulk_data(server: Server) -> None:
     ds, url = store_file(server, data_file("CT_small.dcm"))  # 32 KiB of pixel data
     value = bytes(ds.PixelData)
-    r = httpx.get(f"{url}/bulkdata/7FE00010", headers={"Accept": OCTETS, "Range": header})
-    assert r.status_code == 206, r.text
-    expected = value[start:stop]
-    assert r.content == expected
-    first = start if start >= 0 else len(value) + start
-    assert r.headers["content-range"] == f"bytes {first}-{first + len(expected) - 1}/{len(value)}"
-    assert r.headers["content-length"] == str(len(expected))
-
-
-@pytest.mark.parametrize("header", ["bytes=32768-", "bytes=99999-100000", "bytes=-0"])
-def test_unsatisfiable_range_is_416(server: Server, header: str) -> None:
-    ds, url = store_file(server, data_file("CT_small.dcm"))
-    assert len(ds.PixelData) == 32768
-    r = httpx.get(f"{url}/bulkdata/7FE00010", headers={"Accept": OCTETS, "Range": header})
-    assert r.status_code == 416
-    assert r.headers["content-range"] == "bytes */32768"
-
-
-@pytest.mark.parametrize("header", ["bytes=0-5,10-20", "items=0-5", "bytes=9-3", "bytes=a-b", "bytes=5"])
-def test_ranges_not_served_are_ignored(server: Server, header: str) -> None:
-    ds, url = store_file(server, data_file("CT_small.dcm"))
-    r = httpx.get(f"{url}/bulkdata/7FE00010", headers={"Accept": OCTETS, "Range": header})
-    assert r.status_code == 200
-    assert r.content == ds.PixelData
+    assert len(value) == 32768
+    with httpx.Client(headers={"Accept": OCTETS}) as http:
+        for header, start, stop in [("bytes=10-99", 10, 100), ("bytes=0-0", 0, 1), ("bytes=100-", 100, None),
+                                    ("bytes=-50", -50, None), ("bytes=8000-999999", 8000, None),
+                                    ("bytes=-999999", 0, None)]:
+            r = http.get(f"{url}/bulkdata/7FE00010", headers={"Range": header})
+            assert r.status_code == 206, (header, r.text)
+            expected = value[start:stop]
+            assert r.content == expected, header
+            first = start if start >= 0 else len(value) + start
+            assert r.headers["content-range"] == f"bytes {first}-{first + len(expected) - 1}/32768"
+            assert r.headers["content-length"] == str(len(expected))
+        for header in ["bytes=32768-", "bytes=99999-100000", "bytes=-0"]:
+            r = http.get(f"{url}/bulkdata/7FE00010", headers={"Range": header})
+            assert r.status_code == 416, header
+            assert r.headers["content-range"] == "bytes */32768"
+        # what RFC 9110 lets a server ignore is ignored: the whole value, 200
+        for header in ["bytes=0-5,10-20", "items=0-5", "bytes=9-3", "bytes=a-b", "bytes=5"]:
+            r = http.get(f"{url}/bulkdata/7FE00010", headers={"Range": header})
+            assert r.status_code == 200, header
+            assert r.content == value
 
 
 def test_range_through_dicomweb_client_multipart(server: Server) -> None:
@@ -166,17 +159,17 @@ def test_an_empty_value_and_a_nested_value_read_back(server: Server) -> None:
     assert r.status_code == 416
 
 
-@pytest.mark.parametrize(("path", "status"), [
-    ("00100010", 404),  # PatientName: not a binary value
-    ("00991000", 404),  # absent
-    ("00400555/0/00420011", 404), ("7FE00010/0/00100010", 404), ("00080005/x/00100010", 400),
-    ("7FE0001", 400), ("pixel", 400),
-])
-def test_bad_bulk_data_paths(server: Server, path: str, status: int) -> None:
+def test_bad_bulk_data_paths(server: Server) -> None:
     _, url = store_file(server, data_file("CT_small.dcm"))
-    r = httpx.get(f"{url}/bulkdata/{path}", headers={"Accept": OCTETS})
-    assert r.status_code == status, r.text
-    assert r.json()["status"] == status
+    for path, status in [
+        ("00100010", 404),  # PatientName: not a binary value
+        ("00991000", 404),  # absent
+        ("00400555/0/00420011", 404), ("7FE00010/0/00100010", 404), ("00080005/x/00100010", 400),
+        ("7FE0001", 400), ("pixel", 400),
+    ]:
+        r = httpx.get(f"{url}/bulkdata/{path}", headers={"Accept": OCTETS})
+        assert r.status_code == status, (path, r.text)
+        assert r.json()["status"] == status
 
 
 def test_pixel_data_of_an_instance_without_it_is_404(server: Server) -> None:
@@ -191,19 +184,19 @@ def test_unknown_instance_is_404(server: Server) -> None:
     assert r.status_code == 404
 
 
-@pytest.mark.parametrize("accept", ["application/dicom", 'multipart/related; type="application/dicom"',
-                                    "image/jpeg", f"{OCTETS}; q=0"])
-def test_unacceptable_accept_is_406(server: Server, accept: str) -> None:
+def test_unacceptable_accept_is_406(server: Server) -> None:
     _, url = store_file(server, data_file("CT_small.dcm"))
-    assert httpx.get(f"{url}/bulkdata/7FE00010", headers={"Accept": accept}).status_code == 406
+    for accept in ["application/dicom", 'multipart/related; type="application/dicom"', "image/jpeg",
+                   f"{OCTETS}; q=0"]:
+        assert httpx.get(f"{url}/bulkdata/7FE00010", headers={"Accept": accept}).status_code == 406, accept
 
 
-@pytest.mark.parametrize("accept", ["*/*", "multipart/*", f'multipart/related; type="{OCTETS}"',
-                                    "multipart/related", f"image/jpeg, multipart/related; type={OCTETS}"])
-def test_multipart_is_the_default(server: Server, accept: str) -> None:
+def test_multipart_is_the_default(server: Server) -> None:
     ds, url = store_file(server, data_file("CT_small.dcm"))
-    r = httpx.get(f"{url}/bulkdata/7FE00010", headers={"Accept": accept})
-    assert r.status_code == 200
-    [(fields, data)] = _parts(r)
-    assert fields["Content-Type"] == f"{OCTETS}; transfer-syntax=1.2.840.10008.1.2.1"
-    assert data == ds.PixelData
+    for accept in ["*/*", "multipart/*", f'multipart/related; type="{OCTETS}"', "multipart/related",
+                   f"image/jpeg, multipart/related; type={OCTETS}"]:
+        r = httpx.get(f"{url}/bulkdata/7FE00010", headers={"Accept": accept})
+        assert r.status_code == 200, accept
+        [(fields, data)] = _parts(r)
+        assert fields["Content-Type"] == f"{OCTETS}; transfer-syntax=1.2.840.10008.1.2.1"
+        assert data == ds.PixelData
