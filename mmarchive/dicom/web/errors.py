@@ -28,5 +28,5 @@ class RangeNotSatisfiableError(ArchiveError):
 
 
 class PixelDecodeError(ArchiveError):
-    """Stored pixel data that a decoder is installed for could not be decoded (500): the stored bytes
-    do not follow their transfer syntax."""
+    """Stored pixel data that a decoder is installed for could not be decoded (500): the bytes are
+    damaged, or use a variant of their transfer syntax the installed decoders do not support."""

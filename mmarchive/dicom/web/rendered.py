@@ -186,8 +186,10 @@ def decode(header: Dataset, layout: Frames, frame: bytes) -> npt.NDArray[Any]:
         try:
             return ds.pixel_array
         except Exception as e:  # the decoders raise many kinds
-            raise PixelDecodeError(f"the stored pixel data cannot be decoded ({e}); the stored bytes do not "
-                                   f"follow transfer syntax {layout.transfer_syntax}") from e
+            raise PixelDecodeError(
+                f"the installed decoders could not decode this frame ({e}): its bytes are damaged, or use a "
+                f"variant of transfer syntax {layout.transfer_syntax} they do not support (12-bit JPEG needs "
+                "the pylibjpeg-libjpeg plugin); retrieve the frame as stored instead") from e
 
 
 def voi(values: npt.NDArray[np.float64], window: Window) -> npt.NDArray[np.uint8]:
