@@ -14,6 +14,7 @@ import pytest
 from dicomweb_client.api import DICOMwebClient
 from pydicom.dataset import Dataset
 
+from mmarchive.dicom.web.bulkdata import CHUNK, BulkValue, stream
 from mmarchive.dicom.web.multipart import media_type
 from tests.dicom.web.conftest import Server, data_file, store_file
 
@@ -200,3 +201,27 @@ def test_multipart_is_the_default(server: Server) -> None:
         [(fields, data)] = _parts(r)
         assert fields["Content-Type"] == f"{OCTETS}; transfer-syntax=1.2.840.10008.1.2.1"
         assert data == ds.PixelData
+
+
+class _CountingReader(io.BytesIO):
+    """A seekable reader that records the size of every read."""
+
+    def __init__(self, data: bytes) -> None:
+        super().__init__(data)
+        self.reads: list[int] = []
+
+    def read(self, size: int | None = -1, /) -> bytes:
+        data = super().read(size)
+        self.reads.append(len(data))
+        return data
+
+
+def test_a_value_streams_in_bounded_reads_of_only_the_asked_bytes() -> None:
+    data = bytes(range(256)) * (5 * CHUNK // 256 + 3)  # a value of a little over 5 chunks at offset 100
+    reader = _CountingReader(b"h" * 100 + data + b"t" * 50)
+    value = BulkValue(100, len(data), None, True)
+    start, stop = 12345, len(data) - 7
+    chunks = list(stream(reader, value, start, stop))
+    assert b"".join(chunks) == data[start:stop]
+    assert len(chunks) > 1 and max(reader.reads) <= CHUNK
+    assert sum(reader.reads) == stop - start  # nothing read beyond the range
