@@ -11,6 +11,7 @@ import threading
 import time
 import zlib
 from collections.abc import Iterator
+from io import BytesIO
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any, cast
@@ -22,6 +23,7 @@ from pydicom.uid import UID, ExplicitVRLittleEndian, ImplicitVRLittleEndian, gen
 from pynetdicom import AE, AllStoragePresentationContexts, build_role, evt
 from pynetdicom.association import Association
 from pynetdicom.dimse_primitives import C_STORE
+from pynetdicom.dsutils import decode
 from pynetdicom.events import Event
 
 from mmarchive.dicom.dimse import DimseServer, serve_dimse
@@ -42,8 +44,7 @@ from mmarchive.errors import InvalidInputError, StorageError
 from tests.dicom.dimse.conftest import SENT_FILES, SentFile, dataset_bytes
 
 CT_IMAGE_STORAGE = UID("1.2.840.10008.5.1.4.1.1.2")
-#: Files whose datasets pydicom writes back exactly as read (every sent file but the deflated one).
-EXACT_ON_RETRIEVE = [f for f in SENT_FILES if f.path.name != "image_dfl.dcm"]
+SECONDARY_CAPTURE = UID("1.2.840.10008.5.1.4.1.1.7")
 
 
 def _scu(title: str = "TESTSCU") -> AE:
@@ -360,24 +361,50 @@ def test_find_stops_at_a_cancel(dimse_store: DicomStore) -> None:
 
 # -- C-GET ---------------------------------------------------------------------------------------------
 
-def _get(server: DimseServer, model: str, query: Dataset) -> tuple[dict[str, bytes], Dataset]:
-    received: dict[str, bytes] = {}
+class _Received(dict[str, bytes]):
+    """What a storage SCP received, by Affected SOP Instance UID: the dataset bytes as they arrived (the
+    file meta, built by pynetdicom from the request and its context, in :attr:`meta`)."""
 
-    def on_store(event: Event) -> int:
-        sop = str(cast(C_STORE, event.request).AffectedSOPInstanceUID)
-        received[sop] = event.encoded_dataset(include_meta=False)
+    def __init__(self) -> None:
+        super().__init__()
+        self.meta: dict[str, FileMetaDataset] = {}
+        self.lock = threading.Lock()
+
+    def on_store(self, event: Event) -> int:
+        with self.lock:
+            sop = str(cast(C_STORE, event.request).AffectedSOPInstanceUID)
+            self[sop] = event.encoded_dataset(include_meta=False)
+            self.meta[sop] = event.file_meta
         return 0x0000
 
+
+def _assert_as_stored(received: _Received, files: list[SentFile]) -> None:
+    """Every file came back byte for byte as sent (= as stored), in the syntax it was stored in."""
+    assert set(received) == {f.dataset.SOPInstanceUID for f in files}
+    for f in files:
+        sop = f.dataset.SOPInstanceUID
+        assert received[sop] == f.raw, f.path.name
+        assert received.meta[sop].TransferSyntaxUID == f.transfer_syntax, f.path.name
+        assert received.meta[sop].MediaStorageSOPClassUID == f.dataset.SOPClassUID, f.path.name
+
+
+def _get(server: DimseServer, model: str, query: Dataset,
+         contexts: list[tuple[str, list[str]]] | None = None) -> tuple[_Received, Dataset]:
+    """C-GET with pynetdicom; by default one storage context per (SOP class, transfer syntax) sent."""
+    received = _Received()
     ae = _scu()
     ae.add_requested_context(model)
-    roles = []
-    for sop_class in sorted({str(f.dataset.SOPClassUID) for f in SENT_FILES}):
-        # one context per transfer syntax: the acceptor picks one syntax per context
-        for ts in sorted({f.transfer_syntax for f in SENT_FILES if f.dataset.SOPClassUID == sop_class}):
-            ae.add_requested_context(sop_class, ts)
-        ae.add_requested_context(sop_class, [ExplicitVRLittleEndian, ImplicitVRLittleEndian])
-        roles.append(build_role(sop_class, scp_role=True))
-    assoc = _associate(server, ae, ext_neg=roles, evt_handlers=[(evt.EVT_C_STORE, on_store)])
+    if contexts is None:
+        contexts = []
+        for sop_class in sorted({str(f.dataset.SOPClassUID) for f in SENT_FILES}):
+            # one context per transfer syntax: the acceptor picks one syntax per context
+            for ts in sorted({f.transfer_syntax for f in SENT_FILES if f.dataset.SOPClassUID == sop_class}):
+                contexts.append((sop_class, [ts]))
+            contexts.append((sop_class, [ExplicitVRLittleEndian, ImplicitVRLittleEndian]))
+    for sop_class, syntaxes in contexts:
+        ae.add_requested_context(sop_class, syntaxes)
+    roles = [build_role(sop_class, scp_role=True) for sop_class in dict.fromkeys(c for c, _ in contexts)]
+    assoc = _associate(server, ae, ext_neg=roles, evt_handlers=[(evt.EVT_C_STORE, received.on_store)])
     try:
         statuses = [s for s, _ in assoc.send_c_get(query, model)]
     finally:
@@ -385,27 +412,60 @@ def _get(server: DimseServer, model: str, query: Dataset) -> tuple[dict[str, byt
     return received, statuses[-1]
 
 
+def _image(f: SentFile) -> Dataset:
+    return _query("IMAGE", StudyInstanceUID=f.dataset.StudyInstanceUID,
+                  SeriesInstanceUID=f.dataset.SeriesInstanceUID, SOPInstanceUID=f.dataset.SOPInstanceUID)
+
+
 def test_get_a_study_byte_exact(dimse_server: DimseServer) -> None:
     rgb = [f for f in SENT_FILES if f.dataset.PatientID == "ID1"]
     received, final = _get(dimse_server, STUDY_ROOT_GET,
                            _query("STUDY", StudyInstanceUID=rgb[0].dataset.StudyInstanceUID))
     assert final.Status == 0x0000 and final.NumberOfCompletedSuboperations == len(rgb)
-    assert set(received) == {f.dataset.SOPInstanceUID for f in rgb}
-    for f in rgb:
-        assert received[f.dataset.SOPInstanceUID] == f.raw, f.path.name
+    _assert_as_stored(received, rgb)
 
 
 def test_get_every_instance_of_a_patient_and_one_image(dimse_server: DimseServer) -> None:
     ct = SENT_FILES[0]
     received, final = _get(dimse_server, PATIENT_ROOT_GET, _query("PATIENT", PatientID=ct.dataset.PatientID))
     assert final.Status == 0x0000
-    assert received == {ct.dataset.SOPInstanceUID: ct.raw}
-    for f in EXACT_ON_RETRIEVE:
-        received, final = _get(dimse_server, STUDY_ROOT_GET,
-                               _query("IMAGE", StudyInstanceUID=f.dataset.StudyInstanceUID,
-                                      SeriesInstanceUID=f.dataset.SeriesInstanceUID,
-                                      SOPInstanceUID=f.dataset.SOPInstanceUID))
-        assert received == {f.dataset.SOPInstanceUID: f.raw}, f.path.name
+    _assert_as_stored(received, [ct])
+    for f in SENT_FILES:  # every syntax, deflated included: the stored bytes, never written again
+        received, final = _get(dimse_server, STUDY_ROOT_GET, _image(f))
+        assert final.Status == 0x0000, f.path.name
+        _assert_as_stored(received, [f])
+
+
+def test_get_every_study_in_one_association_byte_exact(dimse_server: DimseServer) -> None:
+    studies = sorted({str(f.dataset.StudyInstanceUID) for f in SENT_FILES})
+    received, final = _get(dimse_server, STUDY_ROOT_GET, _query("STUDY", StudyInstanceUID=studies))
+    assert final.Status == 0x0000 and final.NumberOfCompletedSuboperations >= len(SENT_FILES)
+    for f in SENT_FILES:
+        assert received[f.dataset.SOPInstanceUID] == f.raw, f.path.name
+
+
+def test_get_in_another_uncompressed_syntax_re_encodes(dimse_server: DimseServer) -> None:
+    """The requestor accepted only Implicit VR for data stored as Explicit VR: pydicom re-encodes it."""
+    ct = SENT_FILES[0]
+    assert ct.transfer_syntax == ExplicitVRLittleEndian
+    received, final = _get(dimse_server, STUDY_ROOT_GET, _image(ct),
+                           contexts=[(CT_IMAGE_STORAGE, [ImplicitVRLittleEndian])])
+    assert final.Status == 0x0000
+    sop = ct.dataset.SOPInstanceUID
+    assert received.meta[sop].TransferSyntaxUID == ImplicitVRLittleEndian
+    got = decode(BytesIO(received[sop]), True, True)
+    original = pydicom.dcmread(ct.path)
+    assert got.PixelData == original.PixelData and got.PatientName == original.PatientName
+
+
+def test_get_refused_syntax_fails_the_sub_operation(dimse_server: DimseServer) -> None:
+    """Compressed data whose syntax the requestor did not accept is not transcoded: a failed sub-operation."""
+    j2k = next(f for f in SENT_FILES if f.path.name == "JPEG2000.dcm")
+    received, final = _get(dimse_server, STUDY_ROOT_GET, _image(j2k),
+                           contexts=[(SECONDARY_CAPTURE, [ExplicitVRLittleEndian])])
+    assert received == {}
+    assert final.Status == 0xA702 and final.NumberOfFailedSuboperations == 1
+    assert final.NumberOfCompletedSuboperations == 0
 
 
 def test_get_without_the_unique_key_is_refused(dimse_server: DimseServer) -> None:
@@ -415,12 +475,11 @@ def test_get_without_the_unique_key_is_refused(dimse_server: DimseServer) -> Non
 
 # -- C-MOVE --------------------------------------------------------------------------------------------
 
-class _Receiver:
+class _Receiver(_Received):
     """A storage SCP of the test's own, the C-MOVE destination."""
 
     def __init__(self) -> None:
-        self.received: dict[str, bytes] = {}
-        self.lock = threading.Lock()
+        super().__init__()
         ae = AE(ae_title="RECEIVER")
         for cx in AllStoragePresentationContexts:
             assert cx.abstract_syntax is not None
@@ -431,12 +490,6 @@ class _Receiver:
         assert server is not None
         self.server = server
         self.port = int(server.server_address[1])
-
-    def on_store(self, event: Event) -> int:
-        with self.lock:
-            sop = str(cast(C_STORE, event.request).AffectedSOPInstanceUID)
-            self.received[sop] = event.encoded_dataset(include_meta=False)
-        return 0x0000
 
 
 @pytest.fixture
@@ -467,13 +520,21 @@ def test_move_series_and_studies_byte_exact(dimse_server: DimseServer, receiver:
                   _query("SERIES", StudyInstanceUID=nm.dataset.StudyInstanceUID,
                          SeriesInstanceUID=nm.dataset.SeriesInstanceUID), "RECEIVER")
     assert final.Status == 0x0000 and final.NumberOfCompletedSuboperations == 1
-    assert receiver.received == {nm.dataset.SOPInstanceUID: nm.raw}
-    receiver.received.clear()
-    wanted = [f for f in EXACT_ON_RETRIEVE if f.dataset.PatientID in ("ID1", "id00001")]
+    _assert_as_stored(receiver, [nm])
+    receiver.clear()
+    wanted = [f for f in SENT_FILES if f.dataset.PatientID in ("ID1", "id00001")]
     for patient in ("ID1", "id00001"):
         final = _move(dimse_server, PATIENT_ROOT_MOVE, _query("PATIENT", PatientID=patient), "RECEIVER")
         assert final.Status == 0x0000
-    assert receiver.received == {f.dataset.SOPInstanceUID: f.raw for f in wanted}
+    _assert_as_stored(receiver, wanted)
+
+
+def test_move_every_sent_file_byte_exact(dimse_server: DimseServer, receiver: _Receiver) -> None:
+    for f in SENT_FILES:  # every syntax, deflated included
+        receiver.clear()
+        final = _move(dimse_server, STUDY_ROOT_MOVE, _image(f), "RECEIVER")
+        assert final.Status == 0x0000 and final.NumberOfCompletedSuboperations == 1, f.path.name
+        _assert_as_stored(receiver, [f])
 
 
 def test_move_to_an_unknown_destination_is_refused(dimse_server: DimseServer) -> None:
@@ -485,7 +546,7 @@ def test_move_to_an_unknown_destination_is_refused(dimse_server: DimseServer) ->
 
 def test_move_of_nothing_completes(dimse_server: DimseServer, receiver: _Receiver) -> None:
     final = _move(dimse_server, STUDY_ROOT_MOVE, _query("STUDY", StudyInstanceUID="1.2.3.4.5"), "RECEIVER")
-    assert final.Status == 0x0000 and receiver.received == {}
+    assert final.Status == 0x0000 and receiver == {}
 
 
 # -- character sets, deflated retrieval ----------------------------------------------------------------
@@ -512,14 +573,14 @@ def test_find_matches_and_returns_non_ascii_names(dimse_server: DimseServer, dim
     assert [(str(d.PatientName), d.PatientID) for d in found] == [("Müller^Jörg", "LATIN1")]
 
 
-def test_get_a_deflated_instance_gives_the_same_data_set(dimse_server: DimseServer) -> None:
+def test_get_a_deflated_instance_gives_the_stored_bytes(dimse_server: DimseServer) -> None:
     f = next(f for f in SENT_FILES if f.path.name == "image_dfl.dcm")
     received, final = _get(dimse_server, STUDY_ROOT_GET,
                            _query("IMAGE", StudyInstanceUID=f.dataset.StudyInstanceUID,
                                   SOPInstanceUID=f.dataset.SOPInstanceUID))
     assert final.Status == 0x0000
-    assert list(received) == [f.dataset.SOPInstanceUID]
-    # pynetdicom deflates again: the inflated data sets are the same
+    # the deflated bytes as stored (pynetdicom would deflate a re-encoded dataset again: other bytes)
+    _assert_as_stored(received, [f])
     assert zlib.decompress(received[f.dataset.SOPInstanceUID], -15) == zlib.decompress(f.raw, -15)
 
 
