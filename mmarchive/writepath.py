@@ -21,6 +21,7 @@ import os
 import secrets
 import threading
 import time
+from collections import deque
 from dataclasses import dataclass, field, replace
 from typing import Any, NamedTuple
 
@@ -67,6 +68,9 @@ from mmarchive.tiers.base import Tier
 from mmarchive.tiers.local import LocalTier
 
 log = logging.getLogger(__name__)
+
+#: How many commits' keys are remembered to keep older index views usable (see _still_current).
+_RECENT_COMMITS = 8
 
 
 @dataclass
@@ -159,6 +163,11 @@ class WritePath:
         self._failure: BaseException | None = None
         #: Incremented (under the lock) each time a commit removes entries from the pending maps.
         self._generation = 0
+        #: The keys of the latest commits, newest last, as (generation it started, chunk changes,
+        #: object changes): an index view older than the current generation still holds for a key
+        #: that none of the commits since it touched.
+        self._recent_commits: deque[tuple[int, dict[bytes, _ChunkChange], dict[bytes, ObjectEntry]]] = \
+            deque(maxlen=_RECENT_COMMITS)
         self._closing = False
         self._thread: threading.Thread | None = None
         with index.read() as txn:
@@ -334,6 +343,24 @@ class WritePath:
             return [IndexView(generation, get(key, db=db_o), get(key, db=db_c) is not None)
                     for key in keys]
 
+    def _still_current(self, key: bytes, seen: IndexView) -> bool:
+        """Whether what ``seen`` tells of ``key`` still holds (lock held).
+
+        Only this handle's commits change objects and chunks while it stages (gc and repair wait for
+        staging to end), so a view stays right until a commit touches its key; a view older than the
+        commits remembered is not trusted.
+        """
+        generation = seen.generation
+        if generation == self._generation:
+            return True
+        recent = self._recent_commits
+        if not recent or recent[0][0] > generation:
+            return False
+        for started, chunks, objects in recent:
+            if started >= generation and (key in chunks or key in objects):
+                return False
+        return True
+
     def _current_entry(self, key: bytes,
                        seen: IndexView | None) -> tuple[ObjectEntry | None, IndexView | None]:
         """An object's entry as staged or committed (lock held), and the index view it came from.
@@ -344,7 +371,7 @@ class WritePath:
         pending = self._pending_objects.get(key)
         if pending is not None:
             return pending[0], None
-        if seen is None or seen.generation != self._generation:
+        if seen is None or not self._still_current(key, seen):
             seen = self.look_up_many([key])[0]
         return (ObjectEntry.decode(seen.object_raw) if seen.object_raw is not None else None), seen
 
@@ -410,7 +437,7 @@ class WritePath:
         key = scoped_key(tenant, cid)
         if key in self._pending_chunks:
             return
-        if seen is not None and seen.generation == self._generation:
+        if seen is not None and self._still_current(key, seen):
             if seen.chunk_known:
                 return
         elif self.chunk_known(key):
@@ -590,6 +617,7 @@ class WritePath:
         with self._lock:
             # Answers of look_up_many() taken before this point may miss what this commit just made
             # visible and no longer pending: the new generation tells stagers to ask again.
+            self._recent_commits.append((self._generation, batch.chunks, batch.objects))
             self._generation += 1
             for key, change in batch.chunks.items():
                 if self._pending_chunks.get(key) is change:

@@ -10,7 +10,7 @@ import blake3
 import pytest
 
 from mmarchive.archive import Archive, PutItem
-from mmarchive.config import ArchiveConfig, StoreConfig
+from mmarchive.config import ArchiveConfig, IndexConfig, StoreConfig
 from mmarchive.errors import (
     ArchiveError,
     ArchiveLockedError,
@@ -239,3 +239,25 @@ def test_uncompressed_mode_stores_raw(tmp_path: Path) -> None:
     with Archive.create(tmp_path / "a", cfg) as a:
         a.put(b"z" * 100_000)
         assert a.stats().stored_bytes == 100_000
+
+
+def test_resends_across_group_commits_write_each_record_once(tmp_path: Path) -> None:
+    """A resend looked up before its first copy was committed, and staged after, is found stored.
+
+    Commits after every object make the index views taken for a batch go stale while it waits to be
+    staged; a view trusted after a commit that touched its key would write the record a second time.
+    """
+    blobs = [os.urandom(3000) for _ in range(1000)]
+    # Resends a few batches of put_many after their first copy (batches are looked up ahead of staging).
+    sequence = [b for i, first in enumerate(blobs)
+                for b in ([first, blobs[i - 150]] if i >= 150 else [first])]
+    sizes = []
+    for name, items in (("resends", sequence), ("once", blobs)):
+        config = ArchiveConfig(store=StoreConfig(compression="none"), index=IndexConfig(commit_objects=1))
+        with Archive.create(tmp_path / name, config) as a:
+            infos = list(a.put_many(items))
+            assert sum(i.already_stored for i in infos) == len(items) - len(blobs)
+            assert a.stats().objects == len(blobs)
+            assert a.verify().ok
+            sizes.append(sum(p.size for p in a.packs()))
+    assert sizes[0] == sizes[1]
