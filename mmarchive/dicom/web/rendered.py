@@ -9,7 +9,9 @@ decoders installed for its transfer syntax; YBR colour is converted to RGB by py
 ``window`` (linear, linear-exact or sigmoid, PS3.3 C.11.2.1.2), else the file's first WindowCenter and
 WindowWidth with its VOILUTFunction, else the frame's own minimum to maximum; MONOCHROME1 is inverted.
 Colour images are shown as stored (PALETTE COLOR through its lookup tables). Pillow crops and scales
-for ``viewport`` and encodes. Pixel data no installed decoder can read is 406 (no acceptable
+for ``viewport`` and encodes. A compressed frame whose codestream header declares another image size than
+Rows and Columns is damaged and refused before decoding (:func:`check_codestream`, 500). Pixel data no
+installed decoder can read is 406 (no acceptable
 representation can be produced); bad parameters are 400.
 """
 
@@ -17,6 +19,7 @@ from __future__ import annotations
 
 import io
 import math
+import struct
 import warnings
 from typing import Any, NamedTuple
 
@@ -165,8 +168,57 @@ def check_decodable(layout: Frames) -> None:
             "decoder installed for it), so it cannot be rendered; retrieve the frames as stored instead")
 
 
+#: JPEG start-of-frame markers (SOF0-3, 5-7, 9-11, 13-15) and JPEG-LS's SOF55.
+_SOF = frozenset({*range(0xC0, 0xC4), *range(0xC5, 0xC8), *range(0xC9, 0xCC), *range(0xCD, 0xD0), 0xF7})
+
+
+def codestream_size(frame: bytes) -> tuple[str, int, int] | None:
+    """The image size a frame's codestream header declares: ``(what, rows, columns)`` from a JPEG 2000
+    SIZ marker segment (image area less its offset) or a JPEG / JPEG-LS start-of-frame segment; None when
+    the frame is neither (RLE, a JP2 file wrapper) or the header does not give a size (JPEG's DNL)."""
+    if frame[:4] == b"\xff\x4f\xff\x51" and len(frame) >= 24:  # SOC, SIZ: Lsiz Rsiz Xsiz Ysiz XOsiz YOsiz
+        x, y, x0, y0 = struct.unpack(">IIII", frame[8:24])
+        return "JPEG 2000 codestream's SIZ segment", y - y0, x - x0
+    if frame[:2] != b"\xff\xd8":
+        return None
+    at = 2
+    while at + 4 <= len(frame) and frame[at] == 0xFF:
+        marker = frame[at + 1]
+        if marker == 0xFF:  # fill byte
+            at += 1
+            continue
+        if marker in _SOF:
+            if at + 9 > len(frame):
+                return None
+            rows, columns = struct.unpack(">HH", frame[at + 5:at + 9])
+            return ("JPEG-LS" if marker == 0xF7 else "JPEG") + " start of frame", rows, columns
+        at += 2 + int.from_bytes(frame[at + 2:at + 4], "big")
+    return None
+
+
+def check_codestream(header: Dataset, layout: Frames, frame: bytes) -> None:
+    """PixelDecodeError unless the frame's codestream declares the image size the instance's Rows and
+    Columns give: a frame that disagrees is damaged (or was written wrongly) and is not handed to a
+    decoder, which might otherwise try to allocate the image its header claims."""
+    if layout.transfer_syntax in _NATIVE:
+        return
+    declared = codestream_size(frame)
+    if declared is None:
+        return
+    what, rows, columns = declared
+    if rows == 0 and what.startswith("JPEG start"):  # height given later by a DNL marker
+        rows = int(header.Rows)
+    if (rows, columns) != (int(header.Rows), int(header.Columns)):
+        raise PixelDecodeError(
+            f"the stored frame does not match the instance: its {what} declares {columns}x{rows} pixels "
+            f"(columns x rows) but the instance's Columns and Rows are {header.Columns}x{header.Rows}, so "
+            "the stored pixel data is damaged or was written wrongly and is not rendered; the frame can "
+            "still be retrieved as stored")
+
+
 def decode(header: Dataset, layout: Frames, frame: bytes) -> npt.NDArray[Any]:
     """One frame's stored bytes as pydicom's pixel array (rows x columns, or x samples: RGB for colour)."""
+    check_codestream(header, layout, frame)
     ds = Dataset()
     ds.update(header)
     for keyword in ("ExtendedOffsetTable", "ExtendedOffsetTableLengths", "NumberOfFrames"):
