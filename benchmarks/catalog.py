@@ -14,6 +14,7 @@ from typing import Final
 from benchmarks.bigobject_group import BIGOBJECT_GROUP
 from benchmarks.dicom_ingest_group import DICOM_INGEST_GROUP
 from benchmarks.dicom_query_group import DICOM_QUERY_GROUP
+from benchmarks.facade_group import FACADE_GROUP
 from benchmarks.harness import BenchmarkGroup
 from benchmarks.ingest_group import INGEST_GROUP
 from benchmarks.lifecycle_group import LIFECYCLE_GROUP
@@ -30,6 +31,7 @@ GROUPS: Final[tuple[BenchmarkGroup, ...]] = (
     NATIVE_GROUP,
     DICOM_QUERY_GROUP,
     DICOM_INGEST_GROUP,
+    FACADE_GROUP,
     TIERS_GROUP,
     LIFECYCLE_GROUP,
 )
