@@ -325,8 +325,15 @@ _SIZE_KEYS = {"chunk_threshold", "chunk_min", "chunk_avg", "chunk_max", "pack_si
               "parallel_threshold", "map_size", "commit_bytes", "part_size", "max_bytes"}
 
 
+_SCALAR = (str, int, float, bool)
+
+
 def _layers(values: Any, where: str) -> dict[str, dict[str, Any]]:
-    """The ``[layers.NAME]`` tables: names and scalar values checked, meanings left to each layer."""
+    """The ``[layers.NAME]`` tables: names and value shapes checked, meanings left to each layer.
+
+    A value is a string, number or true/false, a list of those, or a table of those (an inline table or
+    ``[layers.NAME.KEY]``), such as ``move_destinations = { VIEWER = "10.0.0.7:104" }``.
+    """
     if not isinstance(values, dict):
         raise InvalidInputError(f"{where}: must be tables like [layers.dicom]")
     out: dict[str, dict[str, Any]] = {}
@@ -334,9 +341,11 @@ def _layers(values: Any, where: str) -> dict[str, dict[str, Any]]:
         if not isinstance(table, dict) or not layer.isidentifier():
             raise InvalidInputError(f"{where}: {layer!r} must be a table named like [layers.dicom]")
         for key, value in table.items():
-            if not key.isidentifier() or not isinstance(value, (str, int, float, bool)):
-                raise InvalidInputError(f"{where}.{layer}: {key} must be a name with a string, number "
-                                        "or true/false value")
+            inner = (value if isinstance(value, list) else list(value.values()) if isinstance(value, dict)
+                     else [value])
+            if not key.isidentifier() or not all(isinstance(v, _SCALAR) for v in inner):
+                raise InvalidInputError(f"{where}.{layer}: {key} must be a name with a string, number or "
+                                        "true/false value, a list of them, or a table of them")
         out[layer] = dict(table)
     return out
 

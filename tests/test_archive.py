@@ -216,8 +216,13 @@ def test_config_roundtrip_and_validation(tmp_path: Path) -> None:
     assert ArchiveConfig.from_dict(__import__("tomllib").loads(layered.to_toml())) == layered
     with pytest.raises(InvalidInputError, match="unknown sections"):
         ArchiveConfig.from_dict({"dicom": {"on_duplicate": "reject"}})
+    nested = ArchiveConfig(layers={"dimse": {"allowed_calling_aes": ["CT1", "MR2"],
+                                             "move_destinations": {"VIEWER": "10.0.0.7:104"}}})
+    assert ArchiveConfig.from_dict(__import__("tomllib").loads(nested.to_toml())) == nested
     with pytest.raises(InvalidInputError, match="layers"):
-        ArchiveConfig.from_dict({"layers": {"dicom": {"policy": [1, 2]}}})
+        ArchiveConfig.from_dict({"layers": {"dicom": {"policy": [[1, 2]]}}})
+    with pytest.raises(InvalidInputError, match="layers"):
+        ArchiveConfig.from_dict({"layers": {"dicom": {"policy": {"a": {"b": 1}}}}})
 
 
 def test_group_keeps_objects_in_their_own_packs(archive: Archive) -> None:

@@ -19,10 +19,13 @@ from types import FrameType
 from typing import TYPE_CHECKING, Any
 
 from mmarchive.cli.session import Output, Subparsers, add_command, archive_dir
+from mmarchive.config import CONFIG_FILE
 from mmarchive.dicom.store import DicomStore
 
 if TYPE_CHECKING:
     import uvicorn
+
+    from mmarchive.dicom.dimse.settings import DimseSettings
 
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 8080
@@ -30,7 +33,7 @@ DEFAULT_PORT = 8080
 
 def register(subparsers: Subparsers) -> None:
     parser = add_command(
-        subparsers, "serve", summary="serve the DICOM store over DICOMweb (and later DIMSE)",
+        subparsers, "serve", summary="serve the DICOM store over DICOMweb (and DIMSE)",
         description="Serve QIDO-RS, WADO-RS and STOW-RS at http://HOST:PORT/dicom-web for one tenant, "
                     "logging each request on stderr, until stopped with SIGINT or SIGTERM. The archive "
                     "is opened for writing (STOW-RS stores into it). See docs/dicomweb.md.")
@@ -41,9 +44,11 @@ def register(subparsers: Subparsers) -> None:
     parser.add_argument("--base", metavar="PATH", default="/dicom-web",
                         help="the URL path of the DICOMweb root (default /dicom-web)")
     parser.add_argument("--dimse", metavar="PORT", type=int, default=None,
-                        help="also serve DIMSE on PORT (on the --http host; 0 picks a free port)")
-    parser.add_argument("--ae", metavar="TITLE", default="MMARCHIVE",
-                        help="the DIMSE AE title (with --dimse)")
+                        help="also serve DIMSE on PORT (on the --http host; 0 picks a free port); "
+                             "without it, DIMSE runs when [layers.dimse] of mmarchive.toml sets a port")
+    parser.add_argument("--ae", metavar="TITLE", default=None,
+                        help="the DIMSE AE title (default: [layers.dimse] ae_title, else MMARCHIVE); "
+                             "accepted calling AEs and C-MOVE destinations are set in [layers.dimse]")
     parser.set_defaults(run=run)
 
 
@@ -61,13 +66,16 @@ def _address(text: str) -> tuple[str, int]:
     return host, number
 
 
-def start_dimse(store: DicomStore, *, host: str, port: int, ae_title: str, tenant: str
+def start_dimse(store: DicomStore, settings: DimseSettings, *, host: str, tenant: str
                 ) -> tuple[int, Callable[[], None]]:
-    """Start the DIMSE service (:mod:`mmarchive.dicom.dimse`) over ``store``; return the port it listens
-    on (``port`` 0 picks a free one) and the function that stops it."""
+    """Start the DIMSE service (:mod:`mmarchive.dicom.dimse`) over ``store`` as ``settings`` say; return
+    the port it listens on (port 0 picks a free one) and the function that stops it."""
     from mmarchive.dicom.dimse import serve_dimse
 
-    server = serve_dimse(store, port, ae_title, host=host, tenant=tenant)
+    assert settings.port is not None
+    server = serve_dimse(store, settings.port, settings.ae_title, host=host, tenant=tenant,
+                         allowed_calling_aes=settings.allowed_calling_aes,
+                         move_destinations=settings.move_destinations)
     return server.port, server.stop
 
 
@@ -84,12 +92,12 @@ def run(args: argparse.Namespace, out: Output) -> int:
         sock.bind((host, port))
         sock.listen(128)
         with DicomStore.open(archive_dir(args)) as store:
+            dimse = _dimse_settings(store, args)
             stop_dimse = None
             dimse_note = ""
-            if args.dimse is not None:
-                dimse_port, stop_dimse = start_dimse(store, host=host, port=args.dimse, ae_title=args.ae,
-                                                     tenant=args.tenant)
-                dimse_note = f"; DIMSE as {args.ae} on {host}:{dimse_port}"
+            if dimse.port is not None:
+                dimse_port, stop_dimse = start_dimse(store, dimse, host=host, tenant=args.tenant)
+                dimse_note = f"; DIMSE as {dimse.ae_title} on {host}:{dimse_port}"
             try:
                 app = create_app(store, tenant=args.tenant, base=args.base)
                 bound = sock.getsockname()[1]
@@ -97,8 +105,8 @@ def run(args: argparse.Namespace, out: Output) -> int:
                 url = f"http://{shown}:{bound}{args.base.rstrip('/')}"
                 if out.json_mode:
                     out.line(json.dumps({"url": url, "tenant": args.tenant,
-                                         **({"dimse": {"ae_title": args.ae, "port": dimse_port}}
-                                            if args.dimse is not None else {})}))
+                                         **({"dimse": {"ae_title": dimse.ae_title, "port": dimse_port}}
+                                            if stop_dimse is not None else {})}))
                 else:
                     out.note(f"serving DICOMweb at {url} (tenant {args.tenant}){dimse_note}; stop with "
                              "Ctrl-C or SIGTERM")
@@ -114,6 +122,20 @@ def run(args: argparse.Namespace, out: Output) -> int:
     finally:
         sock.close()
     return 0
+
+
+def _dimse_settings(store: DicomStore, args: argparse.Namespace) -> DimseSettings:
+    """The archive's ``[layers.dimse]`` settings with ``--dimse`` and ``--ae`` applied over them."""
+    from mmarchive.dicom.dimse.server import check_ae_title
+    from mmarchive.dicom.dimse.settings import dimse_settings
+
+    archive = store.archive
+    settings = dimse_settings(archive.config, archive.path / CONFIG_FILE)
+    if args.dimse is not None:
+        settings = settings._replace(port=args.dimse)
+    if args.ae is not None:
+        settings = settings._replace(ae_title=check_ae_title(args.ae, "--ae"))
+    return settings
 
 
 def _log_config() -> dict[str, Any]:
