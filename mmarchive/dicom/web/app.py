@@ -8,8 +8,9 @@ data, STOW-RS store, over one tenant.
 Part 10 bytes chunk by chunk, one instance at a time; frames, rendered images and bulk data read only
 the header piece and the bytes they need (:mod:`~mmarchive.dicom.web.frames`,
 :mod:`~mmarchive.dicom.web.rendered`, :mod:`~mmarchive.dicom.web.bulkdata`). A STOW-RS body is parsed
-as it arrives and ingested as one batch only once it is complete and well formed (large parts wait in
-temporary files), so a malformed or interrupted request stores nothing. Errors map to HTTP statuses in
+as it arrives (the parts beyond an in-memory budget wait in temporary files) and ingested only once it is
+complete and well formed, so a malformed or interrupted request stores nothing; it is then ingested in
+slices of about 32 MiB, so that the memory a large body takes stays bounded. Errors map to HTTP statuses in
 one table (:data:`STATUS_FOR`), each with a short JSON reason.
 """
 
@@ -83,8 +84,13 @@ FAILURE_CANNOT_UNDERSTAND = 0xC000
 FAILURE_PROCESSING = 0x0110
 FAILURE_STUDY_MISMATCH = 0xA900
 FAILURE_REFUSED = 0x0111  # the duplicate policy refused other bytes for a stored instance
-#: STOW-RS parts up to this size wait for ingest in memory, larger ones in a temporary file.
+#: A STOW-RS body's parts wait for ingest in memory while they come to at most this many bytes together;
+#: the parts beyond wait in temporary files.
 SPOOL_BYTES = 8 << 20
+#: A STOW-RS body's parts are ingested in calls of about this many bytes each: the store holds the bytes
+#: of the objects a call has staged until they are committed and indexed, so one call for a whole large
+#: body would hold well over a hundred megabytes at once.
+INGEST_SLICE_BYTES = 32 << 20
 
 
 #: Exception class -> HTTP status; the first class the error is an instance of wins.
@@ -139,7 +145,7 @@ def create_app(target: Archive | DicomStore, *, tenant: str = DEFAULT_TENANT,
 
     ``target`` is an open archive (wrapped in a DicomStore) or a DicomStore; the caller keeps it open
     while the application serves and closes it afterwards. STOW-RS needs it open for writing; a STOW-RS
-    part over ``spool_bytes`` waits for ingest in a temporary file rather than in memory.
+    body's parts wait for ingest in memory up to ``spool_bytes`` together, in temporary files beyond.
     """
     check_tenant(tenant)
     store = target if isinstance(target, DicomStore) else DicomStore(target)
@@ -403,9 +409,9 @@ class DicomWeb:
         return self._store_response(request, outcome)
 
     def _store_parts(self, parts: list[SpooledPart], study: str | None) -> list[_Stored]:
-        """Check each part, then ingest the acceptable ones in one batch; one outcome per part."""
+        """Check each part, then ingest the acceptable ones; one outcome per part."""
         outcome: list[_Stored] = []
-        batch: list[IngestSource] = []
+        batch: list[SpooledPart] = []
         for n, part in enumerate(parts):
             ptype, _ = media_type(part.headers.get("content-type", DICOM))
             if ptype != DICOM:
@@ -425,8 +431,8 @@ class DicomWeb:
                                        f"part {n + 1} belongs to study {part_study}, not {study}"))
                 continue
             outcome.append(_Stored(sop_class, sop, part_study, None, ""))
-            batch.append(part.path if part.path is not None else (f"part {n + 1}", part.read()))
-        results = iter(list(self.store.ingest(batch, tenant=self.tenant, reason="stow-rs")))
+            batch.append(part)
+        results = iter(self._ingest(batch))
         for i, o in enumerate(outcome):
             if o.failure is None:
                 outcome[i] = o.with_result(next(results))
@@ -434,6 +440,22 @@ class DicomWeb:
             if o.failure is not None:
                 log.info("STOW-RS refused %s: %s", o.sop or "a part", o.reason)
         return outcome
+
+    def _ingest(self, parts: list[SpooledPart]) -> list[IngestResult]:
+        """Ingest the checked parts (every one already received and parsed), one result per part in order,
+        in slices of about :data:`INGEST_SLICE_BYTES`, so that the bytes the store holds at once stay
+        bounded whatever the body's size."""
+        results: list[IngestResult] = []
+        start = size = 0
+        for n, part in enumerate(parts):
+            size += part.size
+            if size >= INGEST_SLICE_BYTES or n == len(parts) - 1:
+                sources: list[IngestSource] = [
+                    p.path if p.path is not None else (f"part {start + i + 1}", p.read())
+                    for i, p in enumerate(parts[start:n + 1])]
+                results += self.store.ingest(sources, tenant=self.tenant, reason="stow-rs")
+                start, size = n + 1, 0
+        return results
 
     def _store_response(self, request: Request, outcome: list[_Stored]) -> Response:
         root = str(request.base_url).rstrip("/") + self.base

@@ -4,7 +4,7 @@
 :class:`MultipartReader` is fed the request body chunk by chunk as it arrives and hands back what each
 chunk completes (a part's header fields, pieces of its bytes, its end), so a body is parsed without
 waiting for all of it; anything that does not follow RFC 2046 raises :class:`MalformedMultipart`.
-:class:`SpooledParts` collects the parts, each in memory up to a size and in a temporary file beyond.
+:class:`SpooledParts` collects the parts, in memory up to a total size and in temporary files beyond.
 :func:`part_header` and :func:`closing` write the framing of a response, whose part bodies the caller
 streams in between.
 """
@@ -209,6 +209,10 @@ class SpooledPart(NamedTuple):
     data: bytes | None
     path: Path | None
 
+    @property
+    def size(self) -> int:
+        return len(self.data) if self.data is not None else self.path.stat().st_size if self.path else 0
+
     def read(self) -> bytes:
         if self.data is not None:
             return self.data
@@ -217,12 +221,14 @@ class SpooledPart(NamedTuple):
 
 
 class SpooledParts:
-    """Collects the parts :class:`MultipartReader` finds: each in memory up to ``in_memory`` bytes, in a
-    file of a private temporary directory beyond, so a large body is not held in memory. Use as a context
+    """Collects the parts :class:`MultipartReader` finds: in memory while all the parts held there come to
+    at most ``in_memory`` bytes, each part that would go beyond in a file of a private temporary directory,
+    so that a large body, of one large part or of many small ones, is not held in memory. Use as a context
     manager: leaving it removes the files."""
 
     def __init__(self, in_memory: int) -> None:
         self.in_memory = in_memory
+        self.held = 0  # bytes of the finished parts kept in memory
         self.parts: list[SpooledPart] = []
         self._dir: tempfile.TemporaryDirectory[str] | None = None
         self._headers: dict[str, str] | None = None
@@ -247,7 +253,7 @@ class SpooledParts:
             elif isinstance(event, PartData):
                 if self._file is not None:
                     self._file.write(event.data)
-                elif len(self._buf) + len(event.data) > self.in_memory:
+                elif self.held + len(self._buf) + len(event.data) > self.in_memory:
                     self._spill()
                     assert self._file is not None
                     self._file.write(event.data)
@@ -261,6 +267,7 @@ class SpooledParts:
                     self.parts.append(SpooledPart(headers, None, self._path))
                 else:
                     self.parts.append(SpooledPart(headers, bytes(self._buf), None))
+                    self.held += len(self._buf)
                 self._buf = bytearray()
                 self._headers = None
 

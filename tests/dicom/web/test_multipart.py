@@ -55,3 +55,17 @@ def test_media_type_parameters() -> None:
     assert media_type('Multipart/Related; type="application/dicom"; boundary="a;b"') == \
         ("multipart/related", {"type": "application/dicom", "boundary": "a;b"})
 
+
+
+def test_many_small_parts_are_held_in_memory_only_up_to_the_budget() -> None:
+    """The budget is for the whole body: once the parts kept in memory fill it, the next parts go to files,
+    however small each is."""
+    parts = [bytes([i]) * 1000 for i in range(50)]
+    reader = MultipartReader("Bnd")
+    with SpooledParts(10_500) as spooled:
+        spooled.add(reader.feed(_body(parts)))
+        reader.finish()
+        assert [p.read() for p in spooled.parts] == parts
+        in_memory = [p for p in spooled.parts if p.path is None]
+        assert len(in_memory) == 10 and spooled.parts[:10] == in_memory
+        assert sum(len(p.read()) for p in in_memory) == spooled.held <= 10_500
