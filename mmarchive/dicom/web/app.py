@@ -24,6 +24,7 @@ from typing import Any
 from pydicom.datadict import keyword_for_tag
 from starlette.applications import Starlette
 from starlette.concurrency import iterate_in_threadpool, run_in_threadpool
+from starlette.datastructures import URL
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Mount, Route
@@ -323,7 +324,7 @@ class DicomWeb:
         study = request.path_params["study"]
         series = request.path_params.get("series")
         sop = request.path_params.get("sop")
-        root = str(request.base_url).rstrip("/") + self.base
+        root = _root(request)
         found = await run_in_threadpool(self._metadata, root, study, series, sop)
         return JSONResponse(found, media_type=DICOM_JSON)
 
@@ -458,7 +459,7 @@ class DicomWeb:
         return results
 
     def _store_response(self, request: Request, outcome: list[_Stored]) -> Response:
-        root = str(request.base_url).rstrip("/") + self.base
+        root = _root(request)
         referenced: list[dict[str, Any]] = []
         failed: list[dict[str, Any]] = []
         studies = set()
@@ -589,6 +590,14 @@ def _accept_bulk(accept: str) -> bool:
             return True
     raise NotAcceptableError(f'bulk data is served as multipart/related; type="{OCTET_STREAM}" or as '
                              f"{OCTET_STREAM}, not {accept!r}")
+
+
+def _root(request: Request) -> str:
+    """The URL of the DICOMweb root the request came through: its scheme and Host, then the path the
+    application's routes are mounted at (``root_path``: the embedding service's mount prefixes, a proxy's
+    root path and ``base``), for the URLs handed out (RetrieveURLs, BulkDataURIs)."""
+    scope = {**request.scope, "path": request.scope.get("root_path", ""), "query_string": b""}
+    return str(URL(scope=scope)).rstrip("/")
 
 
 def _value(values: Mapping[str, tuple[Any, ...]], keyword: str) -> str | None:
