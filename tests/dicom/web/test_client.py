@@ -132,6 +132,7 @@ def test_search_at_every_level(server: Server, client: DICOMwebClient) -> None:
     assert "00280010" in client.search_for_instances(study_a, fields=["all"])[0]
     fuzzy = client.search_for_studies(fuzzymatching=True, search_filters={"PatientName": "doe"})
     assert len(fuzzy) == 2
+    assert client.search_for_studies(search_filters={"PatientName": "doe"}) == []  # exact without it
 
 
 def test_metadata_at_every_level(server: Server, client: DICOMwebClient) -> None:

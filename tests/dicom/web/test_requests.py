@@ -14,7 +14,8 @@ import pytest
 
 from mmarchive.dicom.store import DuplicatePolicy
 from tests.dicom.synthetic import ct_file
-from tests.dicom.web.conftest import TENANT, Server
+from tests.dicom.web.conftest import TENANT, Server, data_file, store_file
+from tests.dicom.web.test_frames import _parts
 
 DICOM_MULTIPART = 'multipart/related; type="application/dicom"; boundary=XyZ'
 
@@ -238,3 +239,82 @@ def test_concurrent_retrievals_and_stores(server: Server) -> None:
         t.join(timeout=60)
     assert errors == []
     assert _count(server) == len(files) + 12
+
+
+def test_stow_into_a_named_study_all_stored_is_200(server: Server) -> None:
+    first = ct_file()
+    study = _uids(first)[0]
+    files = [first, ct_file(study_uid=study, instance_number=2)]
+    r = _stow(server, _body(*files), path=f"/studies/{study}")
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert "00081198" not in body
+    assert body["00081190"]["Value"] == [f"{server.url}/studies/{study}"]
+    assert {i["00081155"]["Value"][0] for i in body["00081199"]["Value"]} == {_uids(f)[2] for f in files}
+    assert _count(server) == 2
+
+
+@pytest.mark.parametrize(("name", "syntax"), [("JPEG2000.dcm", "1.2.840.10008.1.2.4.91"),
+                                              ("SC_rgb_rle.dcm", "1.2.840.10008.1.2.5"),
+                                              ("MR_small_bigendian.dcm", "1.2.840.10008.1.2.2"),
+                                              ("MR_small_implicit.dcm", "1.2.840.10008.1.2")])
+def test_instances_are_served_in_their_stored_transfer_syntax(server: Server, name: str, syntax: str) -> None:
+    """At study, series and instance level each part is the stored file in its own transfer syntax, named
+    in the part's Content-Type; an Accept asking for that syntax gets it, one asking for another is 406
+    (nothing is transcoded)."""
+    ds, url = store_file(server, data_file(name))
+    assert ds.file_meta.TransferSyntaxUID == syntax
+    stored = data_file(name).read_bytes()
+    study = url.split("/series/")[0]
+    for level in (study, url.split("/instances/")[0], url):
+        for accept in ("*/*", f'multipart/related; type="application/dicom"; transfer-syntax={syntax}'):
+            r = httpx.get(level, headers={"Accept": accept})
+            assert r.status_code == 200, r.text
+            assert _parts(r) == [(f"application/dicom; transfer-syntax={syntax}", stored)]
+        other = "1.2.840.10008.1.2.4.50" if syntax != "1.2.840.10008.1.2.4.50" else "1.2.840.10008.1.2.1"
+        r = httpx.get(level, headers={
+            "Accept": f'multipart/related; type="application/dicom"; transfer-syntax={other}'})
+        assert r.status_code == 406
+        assert syntax in r.json()["error"]
+
+
+def test_bad_requests_in_a_row_each_get_their_status_and_the_server_keeps_serving(server: Server) -> None:
+    """One server through every kind of bad request: each gets its status and a reason, nothing of any is
+    stored, and a good store and retrieval still work after them all."""
+    good = ct_file(patient_id="KEPT")
+    study, series, sop = _uids(good)
+    assert _stow(server, _body(good)).status_code == 200
+    instance = f"{server.url}/studies/{study}/series/{series}/instances/{sop}"
+    new = [ct_file(patient_id="NEVER"), ct_file(patient_id="NEVER")]
+    checks = [
+        (_stow(server, b"--XyZ\r\nContent-Type: application/dicom\r\n\r\n" + new[0]), 400),  # never closed
+        (_stow(server, _body(*new), content_type='multipart/related; type="application/dicom"'), 400),
+        (_stow(server, _body(*new)[:-20]), 400),
+        (_stow(server, _body(*new), content_type="application/dicom"), 415),
+        (_stow(server, _body(b"not DICOM", b"\x00" * 200)), 409),
+        (_stow(server, _body(new[0]), path="/studies/1.2.3"), 409),  # a part of another study
+        (httpx.get(f"{server.url}/studies/1.2.3"), 404),
+        (httpx.get(f"{server.url}/studies/{study}/series/{series}/instances/1.2.3/frames/1"), 404),
+        (httpx.get(instance, headers={"Accept": "application/dicom+json"}), 406),
+        (httpx.get(f"{instance}/frames/1", headers={"Accept": 'multipart/related; type="image/jpeg"'}), 406),
+        (httpx.get(f"{instance}/rendered", headers={"Accept": "image/gif"}), 406),
+        (httpx.get(f"{instance}/frames/2"), 400),
+        (httpx.get(f"{server.url}/studies", params={"limit": "x"}), 400),
+    ]
+    for r, status in checks:
+        assert r.status_code == status, (r.request.method, r.request.url, r.text)
+        reason = r.json().get("error") if status not in (409,) else r.json()["00081198"]
+        assert reason, r.text
+    # a client that goes away halfway through a body
+    body = _body(*new)
+    with socket.create_connection(("127.0.0.1", server.port)) as sock:
+        sock.sendall(f"POST /dicom-web/studies HTTP/1.1\r\nHost: x\r\nContent-Type: {DICOM_MULTIPART}\r\n"
+                     f"Content-Length: {len(body)}\r\n\r\n".encode() + body[:len(body) // 2])
+    time.sleep(0.3)
+    assert server.store.query("instance", {"PatientID": "NEVER"}, tenant=TENANT) == []
+    assert _count(server) == 1
+    r = httpx.get(instance)
+    assert r.status_code == 200 and good in r.content
+    another = ct_file(patient_id="KEPT")
+    assert _stow(server, _body(another)).status_code == 200
+    assert _count(server) == 2
