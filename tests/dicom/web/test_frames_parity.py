@@ -87,6 +87,7 @@ def _check(url: str, numbers: list[int], expected: list[bytes | None]) -> tuple[
     return problems, len(got) - len(problems)
 
 
+@pytest.mark.filterwarnings("ignore::UserWarning")  # pydicom on the deliberately invalid test files
 def test_every_stored_frame_is_pydicoms_frame_or_refused(server: Server) -> None:
     problems: dict[str, list[str]] = {}
     checked = {"native": 0, "encapsulated": 0}
