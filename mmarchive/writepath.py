@@ -73,7 +73,7 @@ log = logging.getLogger(__name__)
 _RECENT_COMMITS = 8
 
 
-@dataclass
+@dataclass(slots=True)  # one per staged chunk: no __dict__ for the cyclic GC to walk
 class _ChunkChange:
     tenant: str
     new: RecordLocation | None  # set when this batch wrote the record
@@ -163,11 +163,11 @@ class WritePath:
         self._failure: BaseException | None = None
         #: Incremented (under the lock) each time a commit removes entries from the pending maps.
         self._generation = 0
-        #: The keys of the latest commits, newest last, as (generation it started, chunk changes,
-        #: object changes): an index view older than the current generation still holds for a key
-        #: that none of the commits since it touched.
-        self._recent_commits: deque[tuple[int, dict[bytes, _ChunkChange], dict[bytes, ObjectEntry]]] = \
-            deque(maxlen=_RECENT_COMMITS)
+        #: The keys of the latest commits, newest last, as (generation it started, keys it changed): an
+        #: index view older than the current generation still holds for a key that none of the commits
+        #: since it touched. (Keys only: holding the commits' entries would keep thousands of objects
+        #: alive for the cyclic GC to walk.)
+        self._recent_commits: deque[tuple[int, frozenset[bytes]]] = deque(maxlen=_RECENT_COMMITS)
         self._closing = False
         self._thread: threading.Thread | None = None
         with index.read() as txn:
@@ -356,10 +356,7 @@ class WritePath:
         recent = self._recent_commits
         if not recent or recent[0][0] > generation:
             return False
-        for started, chunks, objects in recent:
-            if started >= generation and (key in chunks or key in objects):
-                return False
-        return True
+        return not any(started >= generation and key in keys for started, keys in recent)
 
     def _current_entry(self, key: bytes,
                        seen: IndexView | None) -> tuple[ObjectEntry | None, IndexView | None]:
@@ -617,7 +614,7 @@ class WritePath:
         with self._lock:
             # Answers of look_up_many() taken before this point may miss what this commit just made
             # visible and no longer pending: the new generation tells stagers to ask again.
-            self._recent_commits.append((self._generation, batch.chunks, batch.objects))
+            self._recent_commits.append((self._generation, frozenset(batch.chunks).union(batch.objects)))
             self._generation += 1
             for key, change in batch.chunks.items():
                 if self._pending_chunks.get(key) is change:

@@ -88,7 +88,9 @@ class PackWriter:
         """Append one record and return the offset of its header."""
         offset = self._file_end + len(self._buffer)
         head = encode_record_header(kind, codec, len(payload), raw_len, rid, checksum)
-        self._toc.append((kind, codec, offset, len(payload), raw_len, rid))  # a TocEntry's fields
+        # A TocEntry's fields, as plain ints: a tuple holding an enum member (RecordKind, Codec) stays
+        # tracked by the cyclic GC, and a pack of small objects keeps tens of thousands of these.
+        self._toc.append((int(kind), int(codec), offset, len(payload), raw_len, rid))
         if len(payload) >= _DIRECT_WRITE:
             # The pack checksum covers the bytes in the order they are written: buffer, then record.
             hasher = self._hasher
