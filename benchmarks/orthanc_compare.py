@@ -11,6 +11,18 @@ the first request to the last answer. Then it runs `mmarchive ingest DIR --archi
 a fresh archive (raw, or `compression=auto` with `--compression`), timed as a whole process, and prints
 instances/s and MB/s of both. Orthanc is stopped by its process id; the temporary folder is removed.
 Run: `python -m benchmarks.orthanc_compare [--compression] [--ct N] [--small M] [--dir PATH]`.
+
+With `--dicomweb` it compares the DICOMweb facade instead (issue 5 §5): Debian's `orthanc-dicomweb` plugin
+is installed if missing (`apt-get install -y orthanc-dicomweb`), and on the files of the `facade` benchmark
+group (`benchmarks.facade_group`: the CT ingest set and the retrieval study of a 400- and a 200-instance
+series, same seed, same bytes) each of `--runs` rounds measures, Orthanc and mmarchive one after the other
+in the same minutes: STOW-RS of the ingest set from 2 clients in batches of 20 (Orthanc and `mmarchive
+serve`, each into fresh storage), then, after the retrieval study is stored (untimed), the same reads as the
+group (`facade_group.web_reads`: WADO-RS of the whole study warm, single instances p50/p99, metadata of the
+400-instance series, QIDO-RS of the 200-instance series' instances and of studies by PatientID) against
+Orthanc, `mmarchive serve` and the application embedded in uvicorn. Orthanc runs with the plugin's default
+configuration (metadata read from the stored files) and `transfer-syntax=*` in Accept when it takes it.
+Run: `python -m benchmarks.orthanc_compare --dicomweb [--ct N] [--runs R] [--dir PATH]`.
 """
 
 from __future__ import annotations
@@ -31,10 +43,26 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Final
 
+from benchmarks.archive_timing import median, percentile
 from benchmarks.dicom_ingest_group import cli_command
 from benchmarks.dicomdata import GeneratedSet, write_ct_set, write_small_set
+from benchmarks.facade_group import (
+    DICOM_ACCEPT,
+    FULL_INGEST,
+    FULL_SERIES,
+    SEED_OFFSET,
+    Client,
+    ReadFigures,
+    RetrievalStudy,
+    Served,
+    new_archive,
+    stow,
+    web_reads,
+    write_retrieval_study,
+)
 
 ORTHANC: Final = "/usr/sbin/Orthanc"
+DICOMWEB_PLUGIN: Final = "/usr/share/orthanc/plugins/libOrthancDicomWeb.so"
 HTTP_PORT: Final = 18042
 DICOM_PORT: Final = 14242
 MB: Final = 1e6
@@ -69,8 +97,20 @@ def ensure_orthanc(install: bool) -> str:
     return ORTHANC
 
 
-def orthanc_config(folder: Path, compression: bool) -> Path:
-    config = {
+def ensure_dicomweb_plugin(install: bool) -> str:
+    """The path of Debian's Orthanc DICOMweb plugin; installs `orthanc-dicomweb` first if it is missing."""
+    if os.path.exists(DICOMWEB_PLUGIN):
+        return DICOMWEB_PLUGIN
+    if not install or os.geteuid() != 0:
+        raise SystemExit("the Orthanc DICOMweb plugin is not installed; run `apt-get install -y "
+                         "orthanc-dicomweb` as root (or run this without --no-install, as root)")
+    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+    subprocess.run(["apt-get", "install", "-y", "orthanc-dicomweb"], check=True, env=env)
+    return DICOMWEB_PLUGIN
+
+
+def orthanc_config(folder: Path, compression: bool, plugins: Sequence[str] = ()) -> Path:
+    config: dict[str, object] = {
         "Name": "mmarchive-bench",
         "StorageDirectory": str(folder / "storage"),
         "IndexDirectory": str(folder / "index"),
@@ -81,13 +121,16 @@ def orthanc_config(folder: Path, compression: bool) -> Path:
         "AuthenticationEnabled": False,
         "DicomServerEnabled": False,  # uploads go through REST; no listening DICOM port is needed
         "DicomPort": DICOM_PORT,
-        "Plugins": [],
+        "Plugins": list(plugins),
         "KeepAlive": True,
         "TcpNoDelay": True,
         "HttpCompressionEnabled": False,
         "SaveJobs": False,
         "StableAge": 3600,
     }
+    if plugins:
+        config["DicomWeb"] = {"Enable": True, "Root": "/dicom-web/", "EnableWado": False,
+                              "Host": "127.0.0.1", "Ssl": False}
     path = folder / "orthanc.json"
     path.write_text(json.dumps(config, indent=2), encoding="utf-8")
     return path
@@ -100,8 +143,9 @@ def _request(connection: http.client.HTTPConnection, method: str, url: str, body
     return response.status, response.read()
 
 
-def start_orthanc(binary: str, folder: Path, compression: bool) -> subprocess.Popen[bytes]:
-    config = orthanc_config(folder, compression)
+def start_orthanc(binary: str, folder: Path, compression: bool,
+                  plugins: Sequence[str] = ()) -> subprocess.Popen[bytes]:
+    config = orthanc_config(folder, compression, plugins)
     log = open(folder / "orthanc.log", "wb")  # noqa: SIM115 - kept open for the process's life
     process = subprocess.Popen([binary, str(config)], stdout=log, stderr=subprocess.STDOUT, cwd=folder)
     deadline = time.monotonic() + 60.0
@@ -202,6 +246,98 @@ def mmarchive_ingest(set_: GeneratedSet, archive: Path, compression: bool) -> Ti
                   set_.total_bytes)
 
 
+def _orthanc_accept(root: str, study: RetrievalStudy) -> str:
+    """`transfer-syntax=*` in the WADO-RS Accept if Orthanc takes it, else without (Explicit VR: the files'
+    own syntax, so nothing is transcoded either way)."""
+    client = Client(root)
+    try:
+        path = f"/studies/{study.study_uid}/series/{study.series_uids[-1]}/instances/{study.sop_uids[-1][0]}"
+        status, _size, _body = client.get(path, DICOM_ACCEPT)
+    finally:
+        client.close()
+    return DICOM_ACCEPT if status == 200 else 'multipart/related; type="application/dicom"'
+
+
+def _stow_untimed(root: str, study: RetrievalStudy) -> None:
+    stow(root, study.paths, 2)
+
+
+def dicomweb_round(binary: str, plugin: str, ingest: GeneratedSet, study: RetrievalStudy, folder: Path,
+                   round_: int, seed: int) -> dict[str, dict[str, float]]:
+    """One round: STOW-RS (2 clients) into Orthanc and into `mmarchive serve`, then the reads of the study
+    from Orthanc, `mmarchive serve` and the embedded app. Figures by server, by measure."""
+    repeats, instances, queries = 5, 200, 60
+    out: dict[str, dict[str, float]] = {"Orthanc 1.10 + DICOMweb 1.7": {}, "mmarchive serve": {},
+                                        "mmarchive, embedded app": {}}
+    orthanc_folder = folder / f"orthanc-{round_}"
+    orthanc_folder.mkdir()
+    process = start_orthanc(binary, orthanc_folder, False, [plugin])
+    try:
+        root = f"http://127.0.0.1:{HTTP_PORT}/dicom-web"
+        seconds = stow(root, ingest.paths, 2)
+        out["Orthanc 1.10 + DICOMweb 1.7"]["STOW-RS, 2 clients (inst/s)"] = ingest.instances / seconds
+        _stow_untimed(root, study)
+        figures = web_reads(root, study, repeats=repeats, instances=instances, queries=queries,
+                            seed=seed + round_, dicom_accept=_orthanc_accept(root, study))
+        out["Orthanc 1.10 + DICOMweb 1.7"].update(_read_figures(figures))
+    finally:
+        stop(process)
+        shutil.rmtree(orthanc_folder, ignore_errors=True)
+    archive = new_archive(folder / f"stow-{round_}")
+    with Served(archive) as served:
+        seconds = stow(served.url, ingest.paths, 2)
+    out["mmarchive serve"]["STOW-RS, 2 clients (inst/s)"] = ingest.instances / seconds
+    shutil.rmtree(archive)
+    archive = new_archive(folder / f"read-{round_}")
+    with Served(archive) as served:
+        _stow_untimed(served.url, study)
+        out["mmarchive serve"].update(_read_figures(web_reads(
+            served.url, study, repeats=repeats, instances=instances, queries=queries, seed=seed + round_)))
+    with Served(archive, embedded=True) as served:
+        out["mmarchive, embedded app"].update(_read_figures(web_reads(
+            served.url, study, repeats=repeats, instances=instances, queries=queries, seed=seed + round_)))
+    shutil.rmtree(archive)
+    return out
+
+
+def _read_figures(f: ReadFigures) -> dict[str, float]:
+    def pct(values: list[float], q: float) -> float:
+        return 1000.0 * percentile(sorted(values), q)
+
+    series, patient = f.qido_series_results, f.qido_patient_results
+    return {
+        "WADO-RS study, warm (MB/s)": f.study_bytes / median(f.study_seconds) / MB,
+        "WADO-RS instance p50 (ms)": pct(f.instance_seconds, 0.5),
+        "WADO-RS instance p99 (ms)": pct(f.instance_seconds, 0.99),
+        f"WADO-RS series metadata, {f.metadata_instances} instances (ms)": median(f.metadata_seconds) * 1e3,
+        f"QIDO-RS instances of a series, {series} results, p50 (ms)": pct(f.qido_series_seconds, 0.5),
+        f"QIDO-RS instances of a series, {series} results, p99 (ms)": pct(f.qido_series_seconds, 0.99),
+        f"QIDO-RS studies by PatientID, {patient} results, p50 (ms)": pct(f.qido_patient_seconds, 0.5),
+    }
+
+
+def compare_dicomweb(binary: str, plugin: str, scratch: Path, instances: int, runs: int, seed: int) -> None:
+    ingest = write_ct_set(scratch / "files-ingest", instances, seed)
+    study = write_retrieval_study(scratch / "files-study", FULL_SERIES, seed + SEED_OFFSET)
+    os.sync()
+    print(f"ingest set: {ingest.describe()}; retrieval study: {study.describe()}", flush=True)
+    rounds = []
+    for round_ in range(runs):
+        print(f"round {round_ + 1} of {runs}", file=sys.stderr, flush=True)
+        rounds.append(dicomweb_round(binary, plugin, ingest, study, scratch, round_, seed))
+    servers = list(rounds[0])
+    measures = list(dict.fromkeys(m for r in rounds for figures in r.values() for m in figures))
+    print(f"medians of {runs} rounds")
+    print(f"{'measure':<62}" + "".join(f"{s:>30}" for s in servers))
+    for measure in measures:
+        cells = []
+        for server in servers:
+            values = [r[server][measure] for r in rounds if measure in r[server]]
+            cells.append(f"{median(values):>30,.2f}" if values else f"{'':>30}")
+        print(f"{measure:<62}" + "".join(cells), flush=True)
+    print(json.dumps({"rounds": rounds}), flush=True)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.orthanc_compare",
                                      description="Debian's Orthanc beside mmarchive ingest, same files.")
@@ -213,9 +349,21 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--dir", type=Path, default=Path.cwd(), help="where the scratch folder goes")
     parser.add_argument("--no-install", action="store_true", help="never run apt-get")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--dicomweb", action="store_true",
+                        help="compare the DICOMweb facade (STOW-RS, WADO-RS, metadata, QIDO-RS) instead of "
+                             "ingest; --ct is then the STOW-RS set (default 600)")
+    parser.add_argument("--runs", type=int, default=3, help="rounds of the --dicomweb comparison (3)")
     args = parser.parse_args(argv)
     binary = ensure_orthanc(not args.no_install)
     scratch = Path(tempfile.mkdtemp(prefix=".mmarchive-bench-orthanc-", dir=args.dir))
+    if args.dicomweb:
+        try:
+            plugin = ensure_dicomweb_plugin(not args.no_install)
+            instances = args.ct if "--ct" in (argv if argv is not None else sys.argv) else FULL_INGEST
+            compare_dicomweb(binary, plugin, scratch, instances, args.runs, args.seed)
+        finally:
+            shutil.rmtree(scratch, ignore_errors=True)
+        return 0
     try:
         sets = [("CT", write_ct_set(scratch / "ct", args.ct, args.seed)),
                 ("small", write_small_set(scratch / "small", args.small, args.seed))]
