@@ -32,9 +32,6 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Any, NamedTuple
 
-import pydicom
-from pydicom.datadict import tag_for_keyword
-
 from mmarchive.archive import DEFAULT_TENANT, Archive, PutItem
 from mmarchive.atomicwrite import write_atomically
 from mmarchive.dicom.catalog import Catalog
@@ -633,6 +630,8 @@ class DicomStore:
         header_end = dicom.get("header") if isinstance(dicom, Mapping) else None
         with self.archive.open_object(object_id, tenant=tenant) as reader:
             head = reader.read(header_end if isinstance(header_end, int) else -1)
+        import pydicom  # here, not at module level: ingest and queries never need it
+
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             try:
@@ -655,6 +654,8 @@ class DicomStore:
         empties the attribute). The pixel value is not touched: each new version shares it with the
         version before, which stays retrievable. Returns one result per instance.
         """
+        from pydicom.datadict import tag_for_keyword
+
         for keyword in changes:
             if tag_for_keyword(keyword) is None:
                 raise InvalidInputError(f"{keyword!r} is not a DICOM keyword; use names like PatientID")
@@ -675,6 +676,8 @@ def _with_new_header(data: bytes, changes: Mapping[str, str]) -> bytes:
     scanned = describe(data)
     if scanned.transfer_syntax == _DEFLATED:
         raise InvalidInputError("a deflated file cannot be corrected in place; convert it first")
+    import pydicom
+
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         try:
