@@ -290,9 +290,19 @@ class Catalog:
                     e = reader.instance(sop)
                     if e is None:
                         continue
-                    entries.append(CatalogEntry(e["st"], e["se"], sop, e["oid"], e["size"], e["ts"],
-                                                e["at"], e["ver"], as_values(e["v"])))
+                    entries.append(_catalog_entry(sop, e))
         yield from entries
+
+    def instance(self, tenant: str, study_uid: str, series_uid: str | None,
+                 sop_uid: str) -> CatalogEntry | None:
+        """One current instance by its SOP Instance UID (one look-up), or None unless it is in that study
+        (and series, when given)."""
+        self._scope(Level.INSTANCE, study_uid, series_uid)
+        with self._env.read() as txn:
+            e = CatalogReader(txn, self._env.dbs, tenant_key(tenant)).instance(sop_uid)
+        if e is None or e["st"] != study_uid or (series_uid is not None and e["se"] != series_uid):
+            return None
+        return _catalog_entry(sop_uid, e)
 
     def counts(self, tenant: str) -> dict[str, int]:
         """How many patients, studies, series and current instances one tenant has."""
@@ -311,3 +321,8 @@ class Catalog:
                 out[label] = n
         return out
 
+
+def _catalog_entry(sop_uid: str, e: dict[str, Any]) -> CatalogEntry:
+    """An instance's catalog record (as :class:`CatalogReader` decodes it) as a CatalogEntry."""
+    return CatalogEntry(e["st"], e["se"], sop_uid, e["oid"], e["size"], e["ts"], e["at"], e["ver"],
+                        as_values(e["v"]))

@@ -584,6 +584,15 @@ class DicomStore:
                   series_uid: str | None = None) -> list[CatalogEntry]:
         return list(self.catalog.instances(tenant, study_uid, series_uid))
 
+    def current(self, study_uid: str, *, tenant: str = DEFAULT_TENANT, series_uid: str | None = None,
+                sop_uid: str | None = None) -> list[CatalogEntry]:
+        """The current instances of a study, or of one of its series, or the one instance ``sop_uid`` (a
+        single look-up) if it is in that study and series; [] when there are none."""
+        if sop_uid is None:
+            return list(self.catalog.instances(tenant, study_uid, series_uid))
+        one = self.catalog.instance(tenant, study_uid, series_uid, sop_uid)
+        return [one] if one is not None else []
+
     def export(self, out_dir: str | os.PathLike[str], *, study_uid: str, tenant: str = DEFAULT_TENANT,
                series_uid: str | None = None, sop_uid: str | None = None) -> list[Path]:
         """Write the current Part 10 files of a study (or a series, or one instance) under ``out_dir``.
@@ -592,8 +601,7 @@ class DicomStore:
         :func:`~mmarchive.atomicwrite.write_atomically`, so a file that exists is complete. Returns the
         paths written.
         """
-        entries = [e for e in self.catalog.instances(tenant, study_uid, series_uid)
-                   if sop_uid is None or e.sop_instance_uid == sop_uid]
+        entries = self.current(study_uid, tenant=tenant, series_uid=series_uid, sop_uid=sop_uid)
         if not entries:
             what = sop_uid or series_uid or study_uid
             raise NotFoundError(f"nothing to export: {what} is not in tenant {tenant!r}")
@@ -616,8 +624,7 @@ class DicomStore:
         store), never its pixel data; binary elements over 1 KiB are left out, as WADO-RS metadata
         leaves bulk data to its own URIs.
         """
-        entries = [e for e in self.catalog.instances(tenant, study_uid, series_uid)
-                   if sop_uid is None or e.sop_instance_uid == sop_uid]
+        entries = self.current(study_uid, tenant=tenant, series_uid=series_uid, sop_uid=sop_uid)
         if not entries:
             what = (f"instance {sop_uid}" if sop_uid is not None else
                     f"series {series_uid}" if series_uid is not None else f"study {study_uid}")

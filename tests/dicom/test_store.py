@@ -200,6 +200,20 @@ def test_export_writes_the_stored_files(store: DicomStore, tmp_path: Path) -> No
         store.export(tmp_path / "out", study_uid=generate_uid())
 
 
+def test_current_finds_one_instance_only_in_its_own_study_and_series(store: DicomStore) -> None:
+    study, series, other = generate_uid(), generate_uid(), generate_uid()
+    files = [ct_file(study_uid=study, series_uid=series, instance_number=i) for i in range(3)]
+    results = list(store.ingest([(str(i), f) for i, f in enumerate(files)]))
+    sop = results[1].sop_instance_uid
+    assert sop is not None
+    assert [e.sop_instance_uid for e in store.current(study, series_uid=series, sop_uid=sop)] == [sop]
+    assert [e.sop_instance_uid for e in store.current(study, sop_uid=sop)] == [sop]
+    assert store.current(study, series_uid=other, sop_uid=sop) == []
+    assert store.current(other, sop_uid=sop) == []
+    assert store.current(study, sop_uid=sop, tenant="trust-b") == []
+    assert len(store.current(study)) == 3 and len(store.current(study, series_uid=series)) == 3
+
+
 def test_bad_input_is_reported_per_file_and_the_batch_goes_on(store: DicomStore, tmp_path: Path) -> None:
     good = ct_file()
     (tmp_path / "notes.txt").write_text("not dicom")

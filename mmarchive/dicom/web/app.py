@@ -242,8 +242,7 @@ class DicomWeb:
             body, media_type=f'multipart/related; type="{DICOM}"; boundary={boundary}')
 
     def _entries(self, study: str, series: str | None, sop: str | None) -> list[CatalogEntry]:
-        entries = [e for e in self.store.instances(study, tenant=self.tenant, series_uid=series)
-                   if sop is None or e.sop_instance_uid == sop]
+        entries = self.store.current(study, tenant=self.tenant, series_uid=series, sop_uid=sop)
         if not entries:
             what = f"instance {sop}" if sop else f"series {series}" if series else f"study {study}"
             raise NotFoundError(f"{what} is not in this archive")
