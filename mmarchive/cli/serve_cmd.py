@@ -14,7 +14,8 @@ import copy
 import json
 import signal
 import socket
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from types import FrameType
 from typing import TYPE_CHECKING, Any
 
@@ -102,20 +103,21 @@ def run(args: argparse.Namespace, out: Output) -> int:
                 dimse_note = f"; DIMSE as {dimse.ae_title} on {host}:{dimse_port}"
             try:
                 app = create_app(store, tenant=args.tenant, base=args.base)
-                bound = sock.getsockname()[1]
-                shown = f"[{host}]" if family == socket.AF_INET6 else host
-                url = f"http://{shown}:{bound}{args.base.rstrip('/')}"
-                if out.json_mode:
-                    out.line(json.dumps({"url": url, "tenant": args.tenant,
-                                         **({"dimse": {"ae_title": dimse.ae_title, "port": dimse_port}}
-                                            if stop_dimse is not None else {})}))
-                else:
-                    out.note(f"serving DICOMweb at {url} (tenant {args.tenant}){dimse_note}; stop with "
-                             "Ctrl-C or SIGTERM")
                 server = uvicorn.Server(uvicorn.Config(app, log_config=_log_config(), access_log=True,
                                                        lifespan="off", timeout_graceful_shutdown=10))
                 stopped: list[int] = []
-                _serve(server, sock, stopped)
+                with _signals_stop(server, stopped):  # from here on, before the address is shown
+                    bound = sock.getsockname()[1]
+                    shown = f"[{host}]" if family == socket.AF_INET6 else host
+                    url = f"http://{shown}:{bound}{args.base.rstrip('/')}"
+                    if out.json_mode:
+                        out.line(json.dumps({"url": url, "tenant": args.tenant,
+                                             **({"dimse": {"ae_title": dimse.ae_title, "port": dimse_port}}
+                                                if stop_dimse is not None else {})}))
+                    else:
+                        out.note(f"serving DICOMweb at {url} (tenant {args.tenant}){dimse_note}; stop "
+                                 "with Ctrl-C or SIGTERM")
+                    server.run(sockets=[sock])
                 if stopped:
                     out.note(f"stopped ({signal.Signals(stopped[-1]).name})")
             finally:
@@ -151,18 +153,22 @@ def _log_config() -> dict[str, Any]:
     return config
 
 
-def _serve(server: uvicorn.Server, sock: socket.socket, stopped: list[int]) -> None:
-    """Run uvicorn until a signal stops it; the signal is noted instead of ending the process.
+@contextmanager
+def _signals_stop(server: uvicorn.Server, stopped: list[int]) -> Iterator[None]:
+    """SIGINT and SIGTERM stop ``server`` and are noted instead of ending the process.
 
-    uvicorn handles SIGINT/SIGTERM itself while it runs and raises the signal again after its graceful
-    shutdown; the handlers set here receive that, so the command can close the store and exit 0.
+    Set before the address is shown, so a signal sent as soon as a client sees it (before uvicorn has
+    started) still stops the server: uvicorn skips its main loop when ``should_exit`` is already set.
+    While it runs, uvicorn handles the signals itself and raises each again after its graceful shutdown;
+    the handlers here receive that, so the command can close the store and exit 0.
     """
     def note(sig: int, _frame: FrameType | None) -> None:
         stopped.append(sig)
+        server.should_exit = True
 
     previous = {sig: signal.signal(sig, note) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
-        server.run(sockets=[sock])
+        yield
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)

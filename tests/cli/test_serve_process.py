@@ -1,5 +1,6 @@
-"""``mmarchive serve`` answers requests on a keep-alive connection without Nagle's delay: each response
-goes out at once instead of waiting for the client's delayed ACK (about 40 ms a request on Linux)."""
+"""``mmarchive serve`` as a process: it answers requests on a keep-alive connection without Nagle's delay
+(each response goes out at once instead of waiting for the client's delayed ACK, about 40 ms a request on
+Linux), and a SIGTERM sent as soon as it shows its address stops it cleanly."""
 
 from __future__ import annotations
 
@@ -15,12 +16,16 @@ from pathlib import Path
 from tests.cli.conftest import cli_env, run_cli
 
 
+def _serve(archive: Path) -> subprocess.Popen[bytes]:
+    return subprocess.Popen([sys.executable, "-m", "mmarchive.cli.main", "serve", "--archive", str(archive),
+                             "--http", "127.0.0.1:0"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=cli_env())
+
+
 def test_keep_alive_requests_are_not_held_back(tmp_path: Path) -> None:
     archive = tmp_path / "archive"
     assert run_cli("init", "--archive", archive).code == 0
-    proc = subprocess.Popen([sys.executable, "-m", "mmarchive.cli.main", "serve", "--archive", str(archive),
-                             "--http", "127.0.0.1:0"],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=cli_env())
+    proc = _serve(archive)
     try:
         assert proc.stderr is not None
         line = proc.stderr.readline().decode()
@@ -41,3 +46,20 @@ def test_keep_alive_requests_are_not_held_back(tmp_path: Path) -> None:
         proc.communicate(timeout=20)
     # The first request opens the connection; with Nagle's algorithm every later one takes >= 40 ms.
     assert statistics.median(times[1:]) < 0.025, [round(t * 1000, 1) for t in times]
+
+
+def test_a_signal_right_after_the_address_is_shown_stops_the_server(tmp_path: Path) -> None:
+    archive = tmp_path / "archive"
+    assert run_cli("init", "--archive", archive).code == 0
+    for _ in range(4):
+        proc = _serve(archive)
+        assert proc.stderr is not None
+        assert "serving DICOMweb at" in proc.stderr.readline().decode()
+        proc.send_signal(signal.SIGTERM)  # before uvicorn may have started
+        try:
+            _out, err = proc.communicate(timeout=20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            raise AssertionError("serve kept running after SIGTERM") from None
+        assert proc.returncode == 0, err.decode()
+        assert "stopped (SIGTERM)" in err.decode()
