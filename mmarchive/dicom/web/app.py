@@ -237,7 +237,7 @@ class DicomWeb:
         syntaxes = {e.transfer_syntax for e in entries}
         _accept_dicom(request.headers.get("accept", "*/*"), syntaxes)
         boundary = secrets.token_hex(16)
-        body = iterate_in_threadpool(self._parts(entries, boundary))
+        body = iterate_in_threadpool(coalesced(self._parts(entries, boundary)))
         return StreamingResponse(
             body, media_type=f'multipart/related; type="{DICOM}"; boundary={boundary}')
 
@@ -506,6 +506,27 @@ class _Stored:
 
 
 # -- request parsing ----------------------------------------------------------------------------------
+
+
+#: A retrieval body is handed from the thread pool to the event loop in pieces of at least this size:
+#: each hand-over wakes the loop, and an instance arrives as several small pieces (part header, header,
+#: pixel data, trailer).
+BODY_PIECE = 1 << 20
+
+
+def coalesced(pieces: Iterator[bytes], at_least: int = BODY_PIECE) -> Iterator[bytes]:
+    """``pieces`` joined into pieces of at least ``at_least`` bytes (the last may be shorter); memory is
+    bounded by ``at_least`` plus the largest piece."""
+    pending: list[bytes] = []
+    held = 0
+    for piece in pieces:
+        pending.append(piece)
+        held += len(piece)
+        if held >= at_least:
+            yield pending[0] if len(pending) == 1 else b"".join(pending)
+            pending, held = [], 0
+    if pending:
+        yield b"".join(pending)
 
 
 def _keyword(key: str) -> str:
