@@ -19,6 +19,7 @@ from __future__ import annotations
 import logging
 import secrets
 from collections.abc import Callable, Coroutine, Iterator, Mapping
+from functools import partial
 from typing import Any
 
 from pydicom.datadict import keyword_for_tag
@@ -52,6 +53,7 @@ from mmarchive.dicom.web.frames import (
     read_header,
     transfer_syntax,
 )
+from mmarchive.dicom.web.metadata_cache import DEFAULT_MAX_BYTES, MetadataCache
 from mmarchive.dicom.web.multipart import (
     MultipartReader,
     SpooledPart,
@@ -141,16 +143,18 @@ def _mapped(handler: Callable[[DicomWeb, Request], Coroutine[Any, Any, Response]
 
 
 def create_app(target: Archive | DicomStore, *, tenant: str = DEFAULT_TENANT,
-               base: str = "/dicom-web", spool_bytes: int = SPOOL_BYTES) -> Starlette:
+               base: str = "/dicom-web", spool_bytes: int = SPOOL_BYTES,
+               metadata_cache_bytes: int = DEFAULT_MAX_BYTES) -> Starlette:
     """A starlette application serving DICOMweb for ``tenant`` under ``base``.
 
     ``target`` is an open archive (wrapped in a DicomStore) or a DicomStore; the caller keeps it open
     while the application serves and closes it afterwards. STOW-RS needs it open for writing; a STOW-RS
     body's parts wait for ingest in memory up to ``spool_bytes`` together, in temporary files beyond.
+    Instance metadata, once made, is kept in memory up to ``metadata_cache_bytes`` of JSON text (0: none).
     """
     check_tenant(tenant)
     store = target if isinstance(target, DicomStore) else DicomStore(target)
-    web = DicomWeb(store, tenant, base, spool_bytes)
+    web = DicomWeb(store, tenant, base, spool_bytes, metadata_cache_bytes)
     routes = [
         Route("/studies", _mapped(DicomWeb.search_or_store, web), methods=["GET", "POST"]),
         Route("/series", _mapped(DicomWeb.search, web), methods=["GET"]),
@@ -181,9 +185,11 @@ def create_app(target: Archive | DicomStore, *, tenant: str = DEFAULT_TENANT,
 class DicomWeb:
     """The resources' handlers over one store and tenant."""
 
-    def __init__(self, store: DicomStore, tenant: str, base: str, spool_bytes: int = SPOOL_BYTES) -> None:
+    def __init__(self, store: DicomStore, tenant: str, base: str, spool_bytes: int = SPOOL_BYTES,
+                 metadata_cache_bytes: int = DEFAULT_MAX_BYTES) -> None:
         self.store = store
         self.spool_bytes = spool_bytes
+        self.metadata_cache = MetadataCache(metadata_cache_bytes)
         self.tenant = tenant
         self.base = "/" + base.strip("/") if base.strip("/") else ""
 
@@ -325,17 +331,23 @@ class DicomWeb:
         sop = request.path_params.get("sop")
         root = _root(request)
         found = await run_in_threadpool(self._metadata, root, study, series, sop)
-        return JSONResponse(found, media_type=DICOM_JSON)
+        return Response(found, media_type=DICOM_JSON)
 
-    def _metadata(self, root: str, study: str, series: str | None, sop: str | None) -> list[dict[str, Any]]:
-        out = []
+    def _metadata(self, root: str, study: str, series: str | None, sop: str | None) -> bytes:
+        """The JSON array of the instances' metadata, each made once and then kept (see metadata_cache)."""
+        cache = self.metadata_cache
+        texts = []
         for e in self._entries(study, series, sop):
             uri = (f"{root}/studies/{e.study_instance_uid}/series/{e.series_instance_uid}"
                    f"/instances/{e.sop_instance_uid}/bulkdata")
-            with self.store.archive.open_object(e.object_id, tenant=self.tenant) as reader:
-                size = int(reader.size)
-                out.append(instance_json(reader, self._header_end(e, size), size, uri))
-        return out
+            text = cache.text(self.tenant, e.object_id, partial(self._instance_json, e))
+            texts.append(cache.render(text, uri))
+        return ("[" + ",".join(texts) + "]").encode()
+
+    def _instance_json(self, entry: CatalogEntry, bulk_url: str) -> dict[str, Any]:
+        with self.store.archive.open_object(entry.object_id, tenant=self.tenant) as reader:
+            size = int(reader.size)
+            return instance_json(reader, self._header_end(entry, size), size, bulk_url)
 
     async def bulkdata(self, request: Request) -> Response:
         """WADO-RS bulk data: one value, as one multipart/related part (the default) or as the whole
