@@ -315,6 +315,15 @@ def stow(root: str, paths: Sequence[Path], clients: int, batch: int = STOW_BATCH
         finally:
             connection.close()
 
+    seconds = run_clients(client, clients, barrier)
+    if errors:
+        raise RuntimeError(f"STOW-RS failed ({len(errors)} errors), first: {errors[0]}")
+    return seconds
+
+
+def run_clients(client: Callable[[], None], clients: int, barrier: threading.Barrier) -> float:
+    """Run ``client`` on ``clients`` threads; the seconds from the moment all have reached ``barrier``
+    (made for ``clients + 1`` parties: this thread is the last) until the last one is done."""
     threads = [threading.Thread(target=client) for _ in range(clients)]
     for t in threads:
         t.start()
@@ -322,10 +331,7 @@ def stow(root: str, paths: Sequence[Path], clients: int, batch: int = STOW_BATCH
     started = time.perf_counter()
     for t in threads:
         t.join()
-    seconds = time.perf_counter() - started
-    if errors:
-        raise RuntimeError(f"STOW-RS failed ({len(errors)} errors), first: {errors[0]}")
-    return seconds
+    return time.perf_counter() - started
 
 
 def timed_get(client: Client, path: str, accept: str) -> tuple[float, int, bytes]:

@@ -56,6 +56,7 @@ from benchmarks.facade_group import (
     RetrievalStudy,
     Served,
     new_archive,
+    run_clients,
     stow,
     web_reads,
     write_retrieval_study,
@@ -203,14 +204,7 @@ def upload(paths: Sequence[Path], clients: int) -> float:
         finally:
             connection.close()
 
-    threads = [threading.Thread(target=client) for _ in range(clients)]
-    for t in threads:
-        t.start()
-    barrier.wait()
-    started = time.perf_counter()
-    for t in threads:
-        t.join()
-    seconds = time.perf_counter() - started
+    seconds = run_clients(client, clients, barrier)
     if errors:
         raise SystemExit(f"{len(errors)} uploads failed, first: {errors[0]}")
     return seconds

@@ -269,3 +269,14 @@ def _pixel_location(ds: Dataset, data: bytes) -> PixelDataLocation | None:
         return None  # pydicom found its end elsewhere (a delimiter inside a fragment): not cut
     return PixelDataLocation(tag, element_offset, start, items_end + 8 - start, True, table,
                              tuple(fragments))
+
+
+def header_dataset(head: bytes, what: str) -> Dataset:
+    """The dataset pydicom reads from a stored instance's header piece (pixel data left out), its warnings
+    silenced; :class:`DicomInputError` naming ``what`` when it cannot be read."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        try:
+            return pydicom.dcmread(BytesIO(head), stop_before_pixels=True, force=True)
+        except Exception as e:  # pydicom raises many kinds
+            raise DicomInputError(f"{what} cannot be read back ({e})") from e

@@ -637,12 +637,12 @@ class DicomStore:
         header_end = dicom.get("header") if isinstance(dicom, Mapping) else None
         with self.archive.open_object(object_id, tenant=tenant) as reader:
             head = reader.read(header_end if isinstance(header_end, int) else -1)
-        import pydicom  # here, not at module level: ingest and queries never need it
+        from mmarchive.dicom.scan_pydicom import header_dataset  # pydicom: not needed by ingest
 
+        ds = header_dataset(head, f"the header of object {object_id}")
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             try:
-                ds = pydicom.dcmread(io.BytesIO(head), stop_before_pixels=True, force=True)
                 for elem in list(ds):
                     if elem.VR in _BULK_VRS and elem.value is not None and len(elem.value) > _BULK_OVER:
                         del ds[elem.tag]
@@ -683,14 +683,11 @@ def _with_new_header(data: bytes, changes: Mapping[str, str]) -> bytes:
     scanned = describe(data)
     if scanned.transfer_syntax == _DEFLATED:
         raise InvalidInputError("a deflated file cannot be corrected in place; convert it first")
-    import pydicom
+    from mmarchive.dicom.scan_pydicom import header_dataset
 
+    ds = header_dataset(data, "the stored header")
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        try:
-            ds = pydicom.dcmread(io.BytesIO(data), stop_before_pixels=True, force=True)
-        except Exception as e:  # pydicom raises many kinds
-            raise DicomInputError(f"cannot read the stored header back ({e})") from e
         for keyword, value in changes.items():
             setattr(ds, keyword, value)
         out = io.BytesIO()

@@ -13,15 +13,13 @@ data, video transfer syntaxes) is refused rather than approximated.
 
 from __future__ import annotations
 
-import io
-import warnings
 from collections.abc import Mapping
 from typing import Any, Literal, NamedTuple
 
-import pydicom
 from pydicom.dataset import Dataset
 from pydicom.encaps import get_frame
 
+from mmarchive.dicom.scan_pydicom import header_dataset
 from mmarchive.errors import InvalidInputError
 
 OCTET_STREAM = "application/octet-stream"
@@ -153,13 +151,7 @@ def read_header(reader: Any, header_end: int) -> tuple[bytes, Dataset]:
     ``header_end`` is negative) and the dataset pydicom reads from it, pixel data left out."""
     reader.seek(0)
     head: bytes = reader.read(header_end)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        try:
-            ds = pydicom.dcmread(io.BytesIO(head), stop_before_pixels=True, force=True)
-        except Exception as e:  # pydicom raises many kinds
-            raise InvalidInputError(f"the instance's header cannot be read back ({e})") from e
-    return head, ds
+    return head, header_dataset(head, "the instance's header")
 
 
 def transfer_syntax(ds: Dataset) -> str:

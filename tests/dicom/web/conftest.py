@@ -15,6 +15,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+import httpx
 import pydicom
 import pytest
 import uvicorn
@@ -23,6 +24,7 @@ from pydicom.dataset import Dataset
 from mmarchive.archive import Archive
 from mmarchive.dicom.store import DicomStore
 from mmarchive.dicom.web.app import create_app
+from mmarchive.dicom.web.multipart import media_type
 from tests.dicom.testfiles import all_test_files
 
 TENANT = "trust-a"
@@ -86,3 +88,19 @@ def store_file(server: Server, source: Path | tuple[str, bytes]) -> tuple[Datase
 def data_file(name: str) -> Path:
     """The path of one of pydicom's (or pydicom-data's) test files, by file name."""
     return next(p for p in all_test_files() if p.name == name)
+
+
+def split_multipart(response: httpx.Response) -> list[tuple[dict[str, str], bytes]]:
+    """The parts of a multipart/related response, each as (its header fields, its bytes), checked to be
+    delimited and closed as RFC 2046 says."""
+    mtype, params = media_type(response.headers["content-type"])
+    assert mtype == "multipart/related"
+    delimiter = b"\r\n--" + params["boundary"].encode()
+    body = b"\r\n" + response.content
+    assert body.endswith(delimiter + b"--\r\n")
+    out = []
+    for piece in body[:-len(delimiter) - 4].split(delimiter)[1:]:
+        head, _, data = piece.partition(b"\r\n\r\n")
+        fields = dict(line.split(": ", 1) for line in head.decode("latin-1").split("\r\n")[1:])
+        out.append((fields, data))
+    return out

@@ -16,7 +16,7 @@ from pydicom.dataset import Dataset
 
 from mmarchive.dicom.web.bulkdata import CHUNK, BulkValue, stream
 from mmarchive.dicom.web.multipart import media_type
-from tests.dicom.web.conftest import Server, data_file, store_file
+from tests.dicom.web.conftest import Server, data_file, split_multipart, store_file
 
 OCTETS = "application/octet-stream"
 
@@ -30,17 +30,8 @@ def _metadata(url: str) -> dict[str, Any]:
 
 
 def _parts(response: httpx.Response) -> list[tuple[dict[str, str], bytes]]:
-    mtype, params = media_type(response.headers["content-type"])
-    assert mtype == "multipart/related" and params["type"] == OCTETS
-    delimiter = b"\r\n--" + params["boundary"].encode()
-    body = b"\r\n" + response.content
-    assert body.endswith(delimiter + b"--\r\n")
-    out = []
-    for piece in body[:-len(delimiter) - 4].split(delimiter)[1:]:
-        head, _, data = piece.partition(b"\r\n\r\n")
-        fields = dict(line.split(": ", 1) for line in head.decode("latin-1").split("\r\n")[1:])
-        out.append((fields, data))
-    return out
+    assert media_type(response.headers["content-type"])[1]["type"] == OCTETS
+    return split_multipart(response)
 
 
 def _uris(meta: dict[str, Any], prefix: str = "") -> dict[str, str]:

@@ -15,7 +15,7 @@ from pydicom.encaps import get_frame
 
 from mmarchive.dicom.web.multipart import media_type
 from tests.dicom.testfiles import all_test_files
-from tests.dicom.web.conftest import TENANT, Server
+from tests.dicom.web.conftest import TENANT, Server, split_multipart
 
 #: name -> the media type its frames are served as.
 NATIVE = ("emri_small.dcm", "rtdose.dcm", "SC_rgb_2frame.dcm", "CT_small.dcm")
@@ -52,17 +52,7 @@ def _expected(ds: Dataset, number: int) -> bytes:
 
 
 def _parts(response: httpx.Response) -> list[tuple[str, bytes]]:
-    mtype, params = media_type(response.headers["content-type"])
-    assert mtype == "multipart/related"
-    delimiter = b"\r\n--" + params["boundary"].encode()
-    body = b"\r\n" + response.content
-    assert body.endswith(delimiter + b"--\r\n")
-    out = []
-    for piece in body[:-len(delimiter) - 4].split(delimiter)[1:]:
-        head, _, data = piece.partition(b"\r\n\r\n")
-        fields = dict(line.split(": ", 1) for line in head.decode("latin-1").split("\r\n")[1:])
-        out.append((fields["Content-Type"], data))
-    return out
+    return [(fields["Content-Type"], data) for fields, data in split_multipart(response)]
 
 
 @pytest.mark.parametrize("name", NATIVE)
