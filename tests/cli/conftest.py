@@ -95,3 +95,14 @@ def files(tmp_path: Path) -> list[Path]:
         p.write_bytes(data)
         paths.append(p)
     return paths
+
+
+def start_serve(archive: Path, *args: str,
+                stdout: int = subprocess.PIPE) -> tuple[subprocess.Popen[bytes], str]:
+    """Start ``mmarchive serve --archive ARCHIVE --http 127.0.0.1:0 ARGS``; return the process and the first
+    line it writes on stderr (the one showing where it listens). The caller stops the process."""
+    proc = subprocess.Popen([sys.executable, "-m", "mmarchive.cli.main", "serve", "--archive", str(archive),
+                             "--http", "127.0.0.1:0", *args],
+                            stdout=stdout, stderr=subprocess.PIPE, env=cli_env())
+    assert proc.stderr is not None
+    return proc, proc.stderr.readline().decode()

@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import re
 import signal
-import subprocess
-import sys
 import threading
 from io import BytesIO
 from pathlib import Path
@@ -19,7 +17,7 @@ from pynetdicom import AE, evt
 from mmarchive.config import ArchiveConfig
 from mmarchive.dicom.dimse.settings import DimseSettings, dimse_settings
 from mmarchive.errors import InvalidInputError
-from tests.cli.conftest import cli_env, run_cli
+from tests.cli.conftest import run_cli, start_serve
 from tests.dicom.synthetic import ct_file
 
 VERIFICATION = "1.2.840.10008.1.1"
@@ -87,12 +85,8 @@ def test_serve_runs_dimse_as_configured(tmp_path: Path) -> None:
             toml.write('\n[layers.dimse]\nae_title = "CONFARCH"\nport = 0\n'
                        'allowed_calling_aes = ["GOODSCU"]\n'
                        f'move_destinations = {{ DEST = "127.0.0.1:{scp.server_address[1]}" }}\n')
-        proc = subprocess.Popen([sys.executable, "-m", "mmarchive.cli.main", "serve",
-                                 "--archive", str(archive), "--http", "127.0.0.1:0"],
-                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=cli_env())
+        proc, line = start_serve(archive)
         try:
-            assert proc.stderr is not None
-            line = proc.stderr.readline().decode()
             found = re.search(r"DIMSE as CONFARCH on 127\.0\.0\.1:(\d+)", line)
             assert found is not None, line
             port = int(found.group(1))

@@ -9,26 +9,17 @@ import re
 import signal
 import statistics
 import subprocess
-import sys
 import time
 from pathlib import Path
 
-from tests.cli.conftest import cli_env, run_cli
-
-
-def _serve(archive: Path) -> subprocess.Popen[bytes]:
-    return subprocess.Popen([sys.executable, "-m", "mmarchive.cli.main", "serve", "--archive", str(archive),
-                             "--http", "127.0.0.1:0"],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=cli_env())
+from tests.cli.conftest import run_cli, start_serve
 
 
 def test_keep_alive_requests_are_not_held_back(tmp_path: Path) -> None:
     archive = tmp_path / "archive"
     assert run_cli("init", "--archive", archive).code == 0
-    proc = _serve(archive)
+    proc, line = start_serve(archive)
     try:
-        assert proc.stderr is not None
-        line = proc.stderr.readline().decode()
         found = re.search(r"serving DICOMweb at http://127\.0\.0\.1:(\d+)(\S+)", line)
         assert found is not None, line
         connection = http.client.HTTPConnection("127.0.0.1", int(found.group(1)), timeout=10)
@@ -52,9 +43,8 @@ def test_a_signal_right_after_the_address_is_shown_stops_the_server(tmp_path: Pa
     archive = tmp_path / "archive"
     assert run_cli("init", "--archive", archive).code == 0
     for _ in range(4):
-        proc = _serve(archive)
-        assert proc.stderr is not None
-        assert "serving DICOMweb at" in proc.stderr.readline().decode()
+        proc, line = start_serve(archive)
+        assert "serving DICOMweb at" in line
         proc.send_signal(signal.SIGTERM)  # before uvicorn may have started
         try:
             _out, err = proc.communicate(timeout=20)

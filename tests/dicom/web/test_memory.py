@@ -15,7 +15,6 @@ import io
 import re
 import signal
 import subprocess
-import sys
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -31,7 +30,7 @@ from pydicom.uid import UID, ExplicitVRLittleEndian, generate_uid
 
 from mmarchive.archive import Archive
 from mmarchive.dicom.store import DicomStore
-from tests.cli.conftest import cli_env
+from tests.cli.conftest import start_serve
 
 #: How much the server's resident memory may grow during one large request.
 BOUND = 100 << 20
@@ -162,12 +161,8 @@ def served(archive: _Archive, tmp_path: Path) -> Iterator[_Served]:
     """A fresh ``mmarchive serve`` process over the archive for each test, so that no test's peak is
     hidden by memory an earlier request left to the process's allocator."""
     log = (tmp_path / "serve.log").open("wb")
-    proc = subprocess.Popen([sys.executable, "-m", "mmarchive.cli.main", "serve", "--archive",
-                             str(archive.path), "--http", "127.0.0.1:0"],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=cli_env())
+    proc, line = start_serve(archive.path, stdout=subprocess.DEVNULL)
     try:
-        assert proc.stderr is not None
-        line = proc.stderr.readline().decode()
         found = re.search(r"serving DICOMweb at (http://\S+)", line)
         assert found is not None, line
         # the rest of the request log goes to a file, so that a full pipe never blocks the server

@@ -6,22 +6,18 @@ from __future__ import annotations
 import re
 import signal
 import subprocess
-import sys
 from pathlib import Path
 
 import httpx
 import pytest
 
-from tests.cli.conftest import cli_env, run_cli
+from tests.cli.conftest import run_cli, start_serve
 from tests.dicom.synthetic import ct_file
 
 
 def _start(archive: Path, *args: str) -> tuple[subprocess.Popen[bytes], str]:
-    proc = subprocess.Popen([sys.executable, "-m", "mmarchive.cli.main", "serve", "--archive", str(archive),
-                             "--http", "127.0.0.1:0", *args],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=cli_env())
+    proc, line = start_serve(archive, *args)
     assert proc.stderr is not None
-    line = proc.stderr.readline().decode()
     found = re.search(r"serving DICOMweb at (http://\S+)", line)
     if found is None:
         proc.kill()
@@ -66,12 +62,8 @@ def test_serve_with_dimse_answers_echo_and_stores(tmp_path: Path) -> None:
 
     archive = tmp_path / "archive"
     assert run_cli("init", "--archive", archive).code == 0
-    proc = subprocess.Popen([sys.executable, "-m", "mmarchive.cli.main", "serve", "--archive", str(archive),
-                             "--http", "127.0.0.1:0", "--dimse", "0", "--ae", "TESTARCH"],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=cli_env())
+    proc, line = start_serve(archive, "--dimse", "0", "--ae", "TESTARCH")
     try:
-        assert proc.stderr is not None
-        line = proc.stderr.readline().decode()
         found = re.search(r"DIMSE as TESTARCH on 127\.0\.0\.1:(\d+)", line)
         assert found is not None, line
         ae = AE(ae_title="TESTSCU")
