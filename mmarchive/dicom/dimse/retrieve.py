@@ -231,6 +231,21 @@ def set_nodelay(event: Event) -> None:
             log.debug("TCP_NODELAY not set: %s", e)
 
 
+def quick_ack(event: Event) -> None:
+    """Ask the kernel to acknowledge what arrives next at once (``TCP_QUICKACK``; Linux resets it, so it is
+    set again on every receipt). A peer with Nagle's algorithm on (most SCUs) sends the last small segment
+    of a C-STORE request only once its earlier data is acknowledged; with delayed ACKs that costs about
+    40 ms a request (pynetdicom's SCU: 17 against 60 CT images/s on one association)."""
+    sock = getattr(getattr(event.assoc.dul, "socket", None), "socket", None)
+    quickack = getattr(socket, "TCP_QUICKACK", None)
+    if quickack is not None and isinstance(sock, socket.socket) \
+            and sock.family in (socket.AF_INET, socket.AF_INET6):
+        try:
+            sock.setsockopt(socket.IPPROTO_TCP, quickack, 1)
+        except OSError as e:  # the peer may already be gone
+            log.debug("TCP_QUICKACK not set: %s", e)
+
+
 #: The event handlers a server (C-GET) and the C-MOVE associations it opens need for raw sending.
 RAW_SENDING_HANDLERS: Final[list[EventHandlerType]] = [(evt.EVT_CONN_OPEN, send_stored_bytes)]
 

@@ -50,7 +50,7 @@ from mmarchive.dicom.dimse.query import (
     STUDY_ROOT_MOVE,
     VERIFICATION,
 )
-from mmarchive.dicom.dimse.retrieve import RAW_SENDING_HANDLERS, GetHandler, MoveHandler
+from mmarchive.dicom.dimse.retrieve import RAW_SENDING_HANDLERS, GetHandler, MoveHandler, quick_ack
 from mmarchive.dicom.dimse.storage import IngestBatcher, StoreHandler
 from mmarchive.dicom.store import DicomStore
 from mmarchive.errors import ArchiveStateError, InvalidInputError
@@ -140,6 +140,7 @@ class DimseServer:
             (evt.EVT_C_GET, GetHandler(self.store, self.tenant)),
             (evt.EVT_C_MOVE, MoveHandler(self.store, self.tenant, self.move_destinations)),
             *RAW_SENDING_HANDLERS,  # C-GET sends stored bytes as they are; TCP_NODELAY
+            (evt.EVT_DATA_RECV, quick_ack),
         ]
         try:
             server = ae.start_server((self.host, self.port), block=False, evt_handlers=handlers)
