@@ -45,7 +45,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Final
+from typing import Final, Protocol, TypeVar
 from urllib.parse import urlsplit
 
 from pydicom.uid import CTImageStorage
@@ -285,45 +285,57 @@ def stow_body(paths: Sequence[Path]) -> tuple[bytes, str]:
     return b"".join(parts), f'multipart/related; type="application/dicom"; boundary={boundary}'
 
 
+class _Closable(Protocol):
+    def close(self) -> None: ...
+
+
+C = TypeVar("C", bound=_Closable)
+
+
 def stow(root: str, paths: Sequence[Path], clients: int, batch: int = STOW_BATCH) -> float:
     """POST the files to `root`/studies in batches from `clients` connections; seconds of the whole upload
     (bodies are read from the files inside the clock). Raises if a request is not answered 200."""
     batches = [paths[i:i + batch] for i in range(0, len(paths), batch)]
-    next_batch = 0
+
+    def post(connection: Client, i: int) -> str | None:
+        body, content_type = stow_body(batches[i])
+        status, _size, answer = connection.request(
+            "POST", "/studies", body, {"Content-Type": content_type, "Accept": JSON_ACCEPT})
+        return None if status == 200 else f"batch {i}: HTTP {status} {answer[:300]!r}"
+
+    return run_clients(len(batches), clients, lambda: Client(root), post, "STOW-RS")
+
+
+def run_clients(jobs: int, clients: int, connect: Callable[[], C], send: Callable[[C, int], str | None],
+                what: str) -> float:
+    """Send jobs 0..``jobs``-1 from ``clients`` threads, each with its own connection (``connect``, opened
+    before the clock), taking the next job as it finishes one; ``send`` returns an error or None. The
+    seconds from the moment every client is connected until the last job is done; raises RuntimeError
+    naming ``what`` and the first error if any job failed."""
+    next_job = 0
     lock = threading.Lock()
     errors: list[str] = []
     barrier = threading.Barrier(clients + 1)
 
     def client() -> None:
-        nonlocal next_batch
-        connection = Client(root)
+        nonlocal next_job
+        connection = connect()
         barrier.wait()
         try:
             while True:
                 with lock:
-                    i = next_batch
-                    next_batch += 1
-                if i >= len(batches) or errors:
+                    i = next_job
+                    next_job += 1
+                if i >= jobs or errors:
                     return
-                body, content_type = stow_body(batches[i])
-                status, _size, answer = connection.request(
-                    "POST", "/studies", body, {"Content-Type": content_type, "Accept": JSON_ACCEPT})
-                if status != 200:
-                    errors.append(f"batch {i}: HTTP {status} {answer[:300]!r}")
+                error = send(connection, i)
+                if error is not None:
+                    errors.append(error)
         except Exception as e:  # reported below, with the others
             errors.append(f"{type(e).__name__}: {e}")
         finally:
             connection.close()
 
-    seconds = run_clients(client, clients, barrier)
-    if errors:
-        raise RuntimeError(f"STOW-RS failed ({len(errors)} errors), first: {errors[0]}")
-    return seconds
-
-
-def run_clients(client: Callable[[], None], clients: int, barrier: threading.Barrier) -> float:
-    """Run ``client`` on ``clients`` threads; the seconds from the moment all have reached ``barrier``
-    (made for ``clients + 1`` parties: this thread is the last) until the last one is done."""
     threads = [threading.Thread(target=client) for _ in range(clients)]
     for t in threads:
         t.start()
@@ -331,7 +343,10 @@ def run_clients(client: Callable[[], None], clients: int, barrier: threading.Bar
     started = time.perf_counter()
     for t in threads:
         t.join()
-    return time.perf_counter() - started
+    seconds = time.perf_counter() - started
+    if errors:
+        raise RuntimeError(f"{what} failed ({len(errors)} errors), first: {errors[0]}")
+    return seconds
 
 
 def timed_get(client: Client, path: str, accept: str) -> tuple[float, int, bytes]:

@@ -36,7 +36,6 @@ import signal
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -179,35 +178,19 @@ def stop(process: subprocess.Popen[bytes]) -> None:
 
 def upload(paths: Sequence[Path], clients: int) -> float:
     """POST every file to /instances from `clients` keep-alive connections; seconds of the whole upload."""
-    next_index = 0
-    lock = threading.Lock()
-    errors: list[str] = []
-    barrier = threading.Barrier(clients + 1)
+    def post(connection: http.client.HTTPConnection, i: int) -> str | None:
+        with open(paths[i], "rb") as f:
+            body = f.read()
+        status, answer = _request(connection, "POST", "/instances", body,
+                                  {"Content-Type": "application/dicom"})
+        return None if status == 200 else f"{paths[i]}: HTTP {status} {answer[:200]!r}"
 
-    def client() -> None:
-        nonlocal next_index
-        connection = http.client.HTTPConnection("127.0.0.1", HTTP_PORT, timeout=120)
-        barrier.wait()
-        try:
-            while True:
-                with lock:
-                    i = next_index
-                    next_index += 1
-                if i >= len(paths) or errors:
-                    return
-                with open(paths[i], "rb") as f:
-                    body = f.read()
-                status, answer = _request(connection, "POST", "/instances", body,
-                                          {"Content-Type": "application/dicom"})
-                if status != 200:
-                    errors.append(f"{paths[i]}: HTTP {status} {answer[:200]!r}")
-        finally:
-            connection.close()
-
-    seconds = run_clients(client, clients, barrier)
-    if errors:
-        raise SystemExit(f"{len(errors)} uploads failed, first: {errors[0]}")
-    return seconds
+    try:
+        return run_clients(len(paths), clients,
+                           lambda: http.client.HTTPConnection("127.0.0.1", HTTP_PORT, timeout=120), post,
+                           "uploads to Orthanc")
+    except RuntimeError as e:
+        raise SystemExit(str(e)) from e
 
 
 def orthanc_ingest(binary: str, set_: GeneratedSet, folder: Path, compression: bool, clients: int) -> Timing:
