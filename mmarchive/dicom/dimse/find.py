@@ -16,7 +16,7 @@ from pydicom.dataset import Dataset
 from pynetdicom.events import Event
 
 from mmarchive.dicom.dimse.query import IdentifierError, parse_identifier, response_identifier
-from mmarchive.dicom.dimse.storage import status_dataset
+from mmarchive.dicom.dimse.storage import OUT_OF_RESOURCES, status_dataset
 from mmarchive.dicom.store import DicomStore
 from mmarchive.errors import ArchiveError, InvalidInputError
 
@@ -26,7 +26,6 @@ PENDING: Final = 0xFF00
 CANCELLED: Final = 0xFE00
 IDENTIFIER_MISMATCH: Final = 0xA900
 UNABLE_TO_PROCESS: Final = 0xC000
-OUT_OF_RESOURCES: Final = 0xA700
 
 FindResponse = tuple[Dataset | int, Dataset | None]
 
