@@ -589,7 +589,7 @@ class DicomStore:
         """The current instances of a study, or of one of its series, or the one instance ``sop_uid`` (a
         single look-up) if it is in that study and series; [] when there are none."""
         if sop_uid is None:
-            return list(self.catalog.instances(tenant, study_uid, series_uid))
+            return self.instances(study_uid, tenant=tenant, series_uid=series_uid)
         one = self.catalog.instance(tenant, study_uid, series_uid, sop_uid)
         return [one] if one is not None else []
 
@@ -631,12 +631,17 @@ class DicomStore:
             raise NotFoundError(f"{what} is not in tenant {tenant!r}")
         return [self._header_json(e.object_id, tenant) for e in entries]
 
+    def header_end(self, object_id: str, size: int, *, tenant: str = DEFAULT_TENANT) -> int:
+        """Where the header piece of a stored instance of ``size`` bytes ends (its pixel value starts), as
+        ingest recorded it; ``size`` when it recorded none (a file stored whole)."""
+        dicom = self.archive.stat(object_id, tenant=tenant).metadata.get(METADATA_KEY)
+        end = dicom.get("header") if isinstance(dicom, Mapping) else None
+        return end if isinstance(end, int) and 0 <= end <= size else size
+
     def _header_json(self, object_id: str, tenant: str) -> dict[str, Any]:
-        info = self.archive.stat(object_id, tenant=tenant)
-        dicom = info.metadata.get(METADATA_KEY)
-        header_end = dicom.get("header") if isinstance(dicom, Mapping) else None
         with self.archive.open_object(object_id, tenant=tenant) as reader:
-            head = reader.read(header_end if isinstance(header_end, int) else -1)
+            size = int(reader.size)
+            head = reader.read(self.header_end(object_id, size, tenant=tenant))
         from mmarchive.dicom.scan_pydicom import header_dataset  # pydicom: not needed by ingest
 
         ds = header_dataset(head, f"the header of object {object_id}")
