@@ -42,7 +42,6 @@ from mmarchive.dicom.web.errors import (
     UnsupportedMediaTypeError,
 )
 from mmarchive.dicom.web.frames import (
-    EXPLICIT_LITTLE,
     OCTET_STREAM,
     PIXEL_DATA,
     Frames,
@@ -51,6 +50,7 @@ from mmarchive.dicom.web.frames import (
     open_frames,
     pixel_element,
     read_header,
+    served_syntax,
     transfer_syntax,
 )
 from mmarchive.dicom.web.metadata_cache import DEFAULT_MAX_BYTES, MetadataCache
@@ -378,8 +378,7 @@ class DicomWeb:
         with self.store.archive.open_object(entry.object_id, tenant=self.tenant) as reader:
             size = int(reader.size)
             value = locate(reader, self._header_end(entry, size), size, path)
-        native = entry.transfer_syntax in ("1.2.840.10008.1.2", EXPLICIT_LITTLE)
-        return value, EXPLICIT_LITTLE if native else entry.transfer_syntax
+        return value, served_syntax(entry.transfer_syntax)
 
     def _bulk_bytes(self, entry: CatalogEntry, value: BulkValue, start: int,
                     stop: int) -> Iterator[bytes]:
@@ -598,7 +597,7 @@ def _accept_frames(accept: str, layout: Frames) -> None:
     """Raise NotAcceptableError unless ``accept`` allows multipart frames of ``layout``'s media type in
     its stored transfer syntax (explicit VR little endian for native data)."""
     served = layout.media_type
-    syntax = layout.part_type.rsplit("=", 1)[1]
+    syntax = layout.served_syntax
     if _accepts_multipart(accept, OCTET_STREAM, (served, served.split("/")[0] + "/*", "*/*"),
                           lambda wanted: wanted in ("*", syntax)):
         return

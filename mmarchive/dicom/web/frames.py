@@ -24,7 +24,9 @@ from mmarchive.errors import InvalidInputError
 
 OCTET_STREAM = "application/octet-stream"
 EXPLICIT_LITTLE = "1.2.840.10008.1.2.1"
-_NATIVE = {"1.2.840.10008.1.2", EXPLICIT_LITTLE}
+#: The native (uncompressed little endian) transfer syntaxes; their pixel data is served as explicit VR
+#: little endian.
+NATIVE = frozenset({"1.2.840.10008.1.2", EXPLICIT_LITTLE})
 _BIG_ENDIAN = "1.2.840.10008.1.2.2"
 _DEFLATED = "1.2.840.10008.1.2.1.99"
 _UNDEFINED = 0xFFFFFFFF
@@ -54,6 +56,12 @@ _VIDEO_PREFIXES = ("1.2.840.10008.1.2.4.100", "1.2.840.10008.1.2.4.101", "1.2.84
                    "1.2.840.10008.1.2.4.106", "1.2.840.10008.1.2.4.107", "1.2.840.10008.1.2.4.108")
 
 
+def served_syntax(syntax: str) -> str:
+    """The transfer syntax stored pixel data in ``syntax`` is served in: explicit VR little endian for
+    native data, else ``syntax`` itself."""
+    return EXPLICIT_LITTLE if syntax in NATIVE else syntax
+
+
 def frame_list(text: str) -> list[int]:
     """The 1-based frame numbers of a ``{list}`` segment (``1,3,5``); InvalidInputError if malformed."""
     numbers = []
@@ -79,10 +87,14 @@ class Frames(NamedTuple):
     extended_offsets: tuple[bytes, bytes] | None
 
     @property
+    def served_syntax(self) -> str:
+        """The transfer syntax the frames are served in."""
+        return served_syntax(self.transfer_syntax)
+
+    @property
     def part_type(self) -> str:
         """The Content-Type of one frame's part."""
-        syntax = EXPLICIT_LITTLE if self.transfer_syntax in _NATIVE else self.transfer_syntax
-        return f"{self.media_type}; transfer-syntax={syntax}"
+        return f"{self.media_type}; transfer-syntax={self.served_syntax}"
 
     def check(self, numbers: list[int]) -> None:
         for n in numbers:
@@ -129,7 +141,7 @@ def frame_layout(head: bytes, ds: Dataset) -> Frames:
         raise InvalidInputError(f"the instance's image pixel attributes are missing or invalid ({e})") from e
     if frames < 1:
         raise InvalidInputError(f"the instance's Number of Frames is {frames}")
-    if syntax in _NATIVE:
+    if syntax in NATIVE:
         if bits % 8:
             raise InvalidInputError(f"frames of {bits}-bit packed pixel data are not served")
         length = int.from_bytes(head[-4:], "little")

@@ -33,7 +33,7 @@ from pydicom.pixels.processing import apply_color_lut, apply_modality_lut
 from pydicom.uid import UID
 
 from mmarchive.dicom.web.errors import NotAcceptableError, PixelDecodeError
-from mmarchive.dicom.web.frames import EXPLICIT_LITTLE, Frames
+from mmarchive.dicom.web.frames import EXPLICIT_LITTLE, NATIVE, Frames
 from mmarchive.dicom.web.multipart import media_type, split_list
 from mmarchive.errors import InvalidInputError
 
@@ -44,7 +44,6 @@ DEFAULT_QUALITY = 90
 #: The largest viewport side served (a guard against requests for huge images).
 MAX_VIEWPORT = 8192
 _FUNCTIONS = ("linear", "linear-exact", "sigmoid")
-_NATIVE = {"1.2.840.10008.1.2", EXPLICIT_LITTLE}
 
 
 class Window(NamedTuple):
@@ -156,7 +155,7 @@ def _viewport(text: str) -> Viewport:
 
 def check_decodable(layout: Frames) -> None:
     """NotAcceptableError unless a pixel decoder for the layout's transfer syntax is installed."""
-    if layout.transfer_syntax in _NATIVE:
+    if layout.transfer_syntax in NATIVE:
         return
     try:
         available = get_decoder(layout.transfer_syntax).is_available
@@ -200,7 +199,7 @@ def check_codestream(header: Dataset, layout: Frames, frame: bytes) -> None:
     """PixelDecodeError unless the frame's codestream declares the image size the instance's Rows and
     Columns give: a frame that disagrees is damaged (or was written wrongly) and is not handed to a
     decoder, which might otherwise try to allocate the image its header claims."""
-    if layout.transfer_syntax in _NATIVE:
+    if layout.transfer_syntax in NATIVE:
         return
     declared = codestream_size(frame)
     if declared is None:
@@ -225,7 +224,7 @@ def decode(header: Dataset, layout: Frames, frame: bytes) -> npt.NDArray[Any]:
         if keyword in ds:
             del ds[keyword]
     ds.file_meta = FileMetaDataset()
-    if layout.transfer_syntax in _NATIVE:
+    if layout.transfer_syntax in NATIVE:
         ds.file_meta.TransferSyntaxUID = UID(EXPLICIT_LITTLE)
         ds.PixelData = frame
         ds["PixelData"].VR = "OW" if int(ds.BitsAllocated) > 8 else "OB"
