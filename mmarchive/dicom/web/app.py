@@ -58,6 +58,7 @@ from mmarchive.dicom.web.multipart import (
     MultipartReader,
     SpooledPart,
     SpooledParts,
+    accepted,
     closing,
     media_type,
     part_header,
@@ -570,10 +571,7 @@ def _accepts_multipart(accept: str, default_type: str, types: tuple[str, ...],
                        syntax_ok: Callable[[str], bool]) -> bool:
     """Whether an entry of ``accept`` (q > 0) takes ``multipart/related`` parts of one of ``types``
     (``default_type`` when it names none) in a transfer syntax ``syntax_ok`` allows (``*`` when absent)."""
-    for entry in split_list(accept) or ["*/*"]:
-        mtype, params = media_type(entry)
-        if params.get("q") in ("0", "0.0", "0.00", "0.000"):
-            continue
+    for mtype, params in accepted(accept):
         if mtype in ("*/*", "*", "multipart/*"):
             return True
         if mtype != "multipart/related" or params.get("type", default_type).lower() not in types:
@@ -608,10 +606,7 @@ def _accept_frames(accept: str, layout: Frames) -> None:
 def _accept_bulk(accept: str) -> bool:
     """Whether ``accept`` asks for bulk data as a single-part application/octet-stream body (True) or
     allows the multipart/related form (False); NotAcceptableError if it allows neither."""
-    for entry in split_list(accept) or ["*/*"]:
-        mtype, params = media_type(entry)
-        if params.get("q") in ("0", "0.0", "0.00", "0.000"):
-            continue
+    for mtype, params in accepted(accept):
         if mtype in ("*/*", "*", "multipart/*"):
             return False
         if mtype == "multipart/related" and params.get("type", OCTET_STREAM).lower() in (

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import os
 import tempfile
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import BinaryIO, NamedTuple
 
@@ -72,6 +72,15 @@ def _split_params(value: str) -> list[str]:
 def split_list(value: str) -> list[str]:
     """Split an Accept header at commas outside quoted strings."""
     return [s.strip() for s in _split_outside_quotes(value, ",") if s.strip()]
+
+
+def accepted(accept: str) -> Iterator[tuple[str, dict[str, str]]]:
+    """The media ranges of an Accept header (``*/*`` when it lists none), in order, as
+    :func:`media_type` splits them, leaving out those of quality 0."""
+    for entry in split_list(accept) or ["*/*"]:
+        mtype, params = media_type(entry)
+        if params.get("q") not in ("0", "0.0", "0.00", "0.000"):
+            yield mtype, params
 
 
 def _split_outside_quotes(value: str, sep: str) -> list[str]:

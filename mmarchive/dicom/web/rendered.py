@@ -34,7 +34,7 @@ from pydicom.uid import UID
 
 from mmarchive.dicom.web.errors import NotAcceptableError, PixelDecodeError
 from mmarchive.dicom.web.frames import EXPLICIT_LITTLE, NATIVE, Frames
-from mmarchive.dicom.web.multipart import media_type, split_list
+from mmarchive.dicom.web.multipart import accepted
 from mmarchive.errors import InvalidInputError
 
 JPEG = "image/jpeg"
@@ -89,10 +89,7 @@ def rendering(accept_header: str, params: Any) -> Rendering:
 
 
 def _media_type(accept: str) -> str:
-    for entry in split_list(accept) or ["*/*"]:
-        mtype, params = media_type(entry)
-        if params.get("q") in ("0", "0.0", "0.00", "0.000"):
-            continue
+    for mtype, _ in accepted(accept):
         if mtype in (JPEG, PNG):
             return mtype
         if mtype in ("*/*", "*", "image/*"):
