@@ -31,7 +31,6 @@ exactly the (SOP class, stored transfer syntax) pairs it needs; an unknown desti
 from __future__ import annotations
 
 import logging
-import socket
 import time
 import warnings
 from collections.abc import Iterator, Mapping
@@ -50,6 +49,7 @@ from pynetdicom.presentation import PresentationContext, build_context
 from mmarchive.dicom.attributes import Level
 from mmarchive.dicom.dimse.find import CANCELLED, PENDING, query_failure
 from mmarchive.dicom.dimse.query import UNIQUE_KEYS, VERIFICATION, IdentifierError, parse_identifier
+from mmarchive.dicom.dimse.tcp import set_nodelay
 from mmarchive.dicom.store import DicomStore
 from mmarchive.errors import ArchiveError
 
@@ -219,34 +219,6 @@ def send_stored_bytes(event: Event) -> None:
     if isinstance(assoc, Association) and not isinstance(assoc, RawStoreAssociation):
         assoc.__class__ = RawStoreAssociation  # only a method differs: the instance is otherwise the same
     set_nodelay(event)
-
-
-def _set_tcp_option(event: Event, option: int, name: str) -> None:
-    """Set a TCP option on the association's socket (a no-op without a TCP socket)."""
-    sock = getattr(getattr(event.assoc.dul, "socket", None), "socket", None)
-    if isinstance(sock, socket.socket) and sock.family in (socket.AF_INET, socket.AF_INET6):
-        try:
-            sock.setsockopt(socket.IPPROTO_TCP, option, 1)
-        except OSError as e:  # the peer may already be gone
-            log.debug("%s not set: %s", name, e)
-
-
-def set_nodelay(event: Event) -> None:
-    """Turn Nagle's algorithm off on the association's socket (a no-op without a TCP socket)."""
-    _set_tcp_option(event, socket.TCP_NODELAY, "TCP_NODELAY")
-
-
-#: Linux only (None elsewhere: :func:`quick_ack` does nothing).
-_TCP_QUICKACK: Final[int | None] = getattr(socket, "TCP_QUICKACK", None)
-
-
-def quick_ack(event: Event) -> None:
-    """Ask the kernel to acknowledge what arrives next at once (``TCP_QUICKACK``; Linux resets it, so it is
-    set again on every receipt). A peer with Nagle's algorithm on (most SCUs) sends the last small segment
-    of a C-STORE request only once its earlier data is acknowledged; with delayed ACKs that costs about
-    40 ms a request (pynetdicom's SCU: 17 against 60 CT images/s on one association)."""
-    if _TCP_QUICKACK is not None:
-        _set_tcp_option(event, _TCP_QUICKACK, "TCP_QUICKACK")
 
 
 #: The event handlers a server (C-GET) and the C-MOVE associations it opens need for raw sending.

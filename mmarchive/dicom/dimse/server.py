@@ -50,8 +50,9 @@ from mmarchive.dicom.dimse.query import (
     STUDY_ROOT_MOVE,
     VERIFICATION,
 )
-from mmarchive.dicom.dimse.retrieve import RAW_SENDING_HANDLERS, GetHandler, MoveHandler, quick_ack
+from mmarchive.dicom.dimse.retrieve import RAW_SENDING_HANDLERS, GetHandler, MoveHandler
 from mmarchive.dicom.dimse.storage import IngestBatcher, StoreHandler
+from mmarchive.dicom.dimse.tcp import quick_ack
 from mmarchive.dicom.store import DicomStore
 from mmarchive.errors import ArchiveStateError, InvalidInputError
 from mmarchive.index.schema import check_tenant
