@@ -19,6 +19,7 @@ from __future__ import annotations
 import logging
 import secrets
 from collections.abc import Callable, Coroutine, Iterator, Mapping
+from contextlib import contextmanager
 from functools import partial
 from typing import Any
 
@@ -276,17 +277,20 @@ class DicomWeb:
         return StreamingResponse(
             body, media_type=f'multipart/related; type="{layout.media_type}"; boundary={boundary}')
 
-    def _header_end(self, entry: CatalogEntry, size: int) -> int:
-        """Where the stored instance's header piece ends (its pixel value starts); ``size`` if none."""
-        info = self.store.archive.stat(entry.object_id, tenant=self.tenant)
-        dicom = info.metadata.get(METADATA_KEY)
-        header_end = dicom.get("header") if isinstance(dicom, Mapping) else None
-        return header_end if isinstance(header_end, int) and 0 <= header_end <= size else size
-
-    def _frame_layout(self, entry: CatalogEntry) -> Frames:
+    @contextmanager
+    def _opened(self, entry: CatalogEntry) -> Iterator[tuple[Any, int, int]]:
+        """A reader over the stored instance, where its header piece ends (its pixel value starts; its
+        size if it has none cut out) and its size."""
         with self.store.archive.open_object(entry.object_id, tenant=self.tenant) as reader:
             size = int(reader.size)
-            return open_frames(reader, self._header_end(entry, size), size)
+            info = self.store.archive.stat(entry.object_id, tenant=self.tenant)
+            dicom = info.metadata.get(METADATA_KEY)
+            end = dicom.get("header") if isinstance(dicom, Mapping) else None
+            yield reader, end if isinstance(end, int) and 0 <= end <= size else size, size
+
+    def _frame_layout(self, entry: CatalogEntry) -> Frames:
+        with self._opened(entry) as (reader, header_end, size):
+            return open_frames(reader, header_end, size)
 
     def _frame_parts(self, entry: CatalogEntry, layout: Frames, numbers: list[int],
                      boundary: str) -> Iterator[bytes]:
@@ -310,9 +314,7 @@ class DicomWeb:
         return Response(image, media_type=asked.media_type)
 
     def _render(self, entry: CatalogEntry, number: int, asked: Rendering) -> bytes:
-        with self.store.archive.open_object(entry.object_id, tenant=self.tenant) as reader:
-            size = int(reader.size)
-            header_end = self._header_end(entry, size)
+        with self._opened(entry) as (reader, header_end, size):
             if header_end >= size:
                 raise InvalidInputError("the instance has no pixel data to render")
             head, header = read_header(reader, header_end)
@@ -346,9 +348,8 @@ class DicomWeb:
         return ("[" + ",".join(texts) + "]").encode()
 
     def _instance_json(self, entry: CatalogEntry, bulk_url: str) -> dict[str, Any]:
-        with self.store.archive.open_object(entry.object_id, tenant=self.tenant) as reader:
-            size = int(reader.size)
-            return instance_json(reader, self._header_end(entry, size), size, bulk_url)
+        with self._opened(entry) as (reader, header_end, size):
+            return instance_json(reader, header_end, size, bulk_url)
 
     async def bulkdata(self, request: Request) -> Response:
         """WADO-RS bulk data: one value, as one multipart/related part (the default) or as the whole
@@ -376,9 +377,8 @@ class DicomWeb:
                                  media_type=f'multipart/related; type="{OCTET_STREAM}"; boundary={boundary}')
 
     def _locate(self, entry: CatalogEntry, path: str) -> tuple[BulkValue, str]:
-        with self.store.archive.open_object(entry.object_id, tenant=self.tenant) as reader:
-            size = int(reader.size)
-            value = locate(reader, self._header_end(entry, size), size, path)
+        with self._opened(entry) as (reader, header_end, size):
+            value = locate(reader, header_end, size, path)
         return value, served_syntax(entry.transfer_syntax)
 
     def _bulk_bytes(self, entry: CatalogEntry, value: BulkValue, start: int,
