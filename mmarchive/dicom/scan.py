@@ -30,6 +30,10 @@ KEY_IDENTIFIERS: Final = ("StudyInstanceUID", "SeriesInstanceUID", "SOPInstanceU
 PYDICOM_DEFER_SIZE: Final = 16 * 1024
 
 
+#: VRs whose explicit VR element header is 12 bytes (two reserved bytes, then a 4-byte length).
+LONG_HEADER_VRS: Final = frozenset(
+    {"OB", "OD", "OF", "OL", "OV", "OW", "SQ", "SV", "UC", "UN", "UR", "UT", "UV"})
+
 _SCANNER: Final = dicomscan.Scanner((a.keyword, a.tag, a.vr) for a in INDEXED)
 
 
@@ -140,3 +144,26 @@ def describe_with_pydicom(buf: bytes | bytearray | memoryview) -> ScannedInstanc
     from mmarchive.dicom.scan_pydicom import read_instance
 
     return read_instance(buf)
+
+
+def file_meta(data: bytes) -> tuple[dict[int, str], int]:
+    """The UI values of a Part 10 file's meta group (by element number) and where its dataset starts.
+
+    The meta group is explicit VR little endian after the preamble and ``DICM`` (a file without them may
+    start with the group directly, or with the dataset: no meta, offset 0). Each element is walked by its
+    own length, so a group length that is missing or wrong does not matter. (For a deflated dataset the
+    offset is the last meaningful file offset: what follows is compressed.)
+    """
+    pos = 132 if data[128:132] == b"DICM" else 0
+    meta: dict[int, str] = {}
+    while len(data) - pos >= 8 and data[pos:pos + 2] == b"\x02\x00":
+        element = int.from_bytes(data[pos + 2:pos + 4], "little")
+        vr = data[pos + 4:pos + 6].decode("latin-1")
+        if vr in LONG_HEADER_VRS:
+            start, length = pos + 12, int.from_bytes(data[pos + 8:pos + 12], "little")
+        else:
+            start, length = pos + 8, int.from_bytes(data[pos + 6:pos + 8], "little")
+        if vr == "UI":
+            meta[element] = data[start:start + length].rstrip(b"\x00 ").decode("ascii", "replace")
+        pos = start + length
+    return meta, min(pos, len(data))

@@ -42,17 +42,17 @@ from mmarchive.dicom.attributes import (
 )
 from mmarchive.dicom.errors import DicomInputError
 from mmarchive.dicom.scan import (
+    LONG_HEADER_VRS,
     PYDICOM_DEFER_SIZE,
     REQUIRED_IDENTIFIERS,
     ParsedBy,
     PixelDataLocation,
     ScannedInstance,
+    file_meta,
 )
 
 _UNDEFINED_LENGTH: Final = 0xFFFFFFFF
 _SEQUENCE_DELIMITER: Final = b"\xfe\xff\xdd\xe0\x00\x00\x00\x00"
-_LONG_HEADER_VRS: Final = frozenset(
-    {"OB", "OD", "OF", "OL", "OV", "OW", "SQ", "SV", "UC", "UN", "UR", "UT", "UV"})
 _INTEGER_VRS: Final = frozenset({"IS", "US", "SS", "UL", "SL", "UV", "SV"})
 _FLOAT_VRS: Final = frozenset({"DS", "FL", "FD"})
 
@@ -103,7 +103,7 @@ def read_instance(buf: bytes | bytearray | memoryview) -> ScannedInstance:
             if not deflated:
                 _check_not_truncated(ds, len(data))
             pixel = None if deflated else _pixel_location(ds, data)
-            dataset_offset = _file_meta_end(data, 132 if has_prefix else 0)
+            dataset_offset = file_meta(data)[1]
     except DicomInputError as e:
         if not has_prefix:
             raise DicomInputError(f"not a DICOM file: no 'DICM' prefix and no readable dataset ({e}); check "
@@ -199,7 +199,7 @@ def _header_size(elem: DataElement | RawDataElement, implicit_dataset: bool) -> 
     implicit = elem.is_implicit_VR if isinstance(elem, RawDataElement) else implicit_dataset
     if implicit or elem.VR is None:
         return 8
-    return 12 if elem.VR in _LONG_HEADER_VRS else 8
+    return 12 if elem.VR in LONG_HEADER_VRS else 8
 
 
 def _check_not_truncated(ds: Dataset, size: int) -> None:
@@ -209,19 +209,6 @@ def _check_not_truncated(ds: Dataset, size: int) -> None:
             raise DicomInputError(
                 f"truncated DICOM file: element {elem.tag} needs {elem.length} bytes at offset "
                 f"{elem.value_tell} but the file has {size} bytes; send the complete file")
-
-
-def _file_meta_end(data: bytes, pos: int) -> int:
-    """Where the dataset starts: after the group 0002 elements (explicit VR little endian) from ``pos``.
-
-    (For a deflated dataset this is the last meaningful file offset: what follows is compressed.)
-    """
-    while len(data) - pos >= 8 and data[pos:pos + 2] == b"\x02\x00":
-        if data[pos + 4:pos + 6].decode("latin-1") in _LONG_HEADER_VRS:
-            pos += 12 + int.from_bytes(data[pos + 8:pos + 12], "little")
-        else:
-            pos += 8 + int.from_bytes(data[pos + 6:pos + 8], "little")
-    return min(pos, len(data))
 
 
 def _pixel_location(ds: Dataset, data: bytes) -> PixelDataLocation | None:

@@ -50,6 +50,7 @@ from mmarchive.dicom.attributes import Level
 from mmarchive.dicom.dimse.find import CANCELLED, PENDING, query_failure
 from mmarchive.dicom.dimse.query import UNIQUE_KEYS, VERIFICATION, IdentifierError, parse_identifier
 from mmarchive.dicom.dimse.tcp import set_nodelay
+from mmarchive.dicom.scan import file_meta
 from mmarchive.dicom.store import DicomStore
 from mmarchive.errors import ArchiveError
 
@@ -64,8 +65,6 @@ _SOP_CLASS: Final = "00080016"
 _SOP_INSTANCE: Final = "00080018"
 _TRANSFER_SYNTAX: Final = "00083002"
 #: Explicit VR value representations with a 4-byte length (PS3.5 7.1.2).
-_LONG_VRS: Final = frozenset({"OB", "OD", "OF", "OL", "OV", "OW", "SQ", "SV", "UC", "UN", "UR", "UT", "UV"})
-
 RetrieveResponse = Any  # pynetdicom's handler protocol: an int, a destination tuple or (status, dataset)
 
 
@@ -94,28 +93,6 @@ def find_matches(store: DicomStore, tenant: str, identifier: Dataset, model: str
                           include=["AvailableTransferSyntaxUID"])
     return [Match(_first(r, _SOP_CLASS), _first(r, _SOP_INSTANCE), _first(r, _TRANSFER_SYNTAX))
             for r in results]
-
-
-def split_part10(data: bytes) -> tuple[dict[int, str], int]:
-    """The text values of a Part 10 file's meta group (by element number) and where its dataset starts.
-
-    The meta group is explicit VR little endian after the preamble and ``DICM`` (a file without them may
-    start with the group directly, or with the dataset: no meta, offset 0). Each element is walked by its
-    own length, so a group length that is missing or wrong does not matter.
-    """
-    pos = 132 if data[128:132] == b"DICM" else 0
-    meta: dict[int, str] = {}
-    while len(data) - pos >= 8 and data[pos:pos + 2] == b"\x02\x00":
-        element = int.from_bytes(data[pos + 2:pos + 4], "little")
-        vr = data[pos + 4:pos + 6].decode("latin-1")
-        if vr in _LONG_VRS:
-            start, length = pos + 12, int.from_bytes(data[pos + 8:pos + 12], "little")
-        else:
-            start, length = pos + 8, int.from_bytes(data[pos + 6:pos + 8], "little")
-        if vr == "UI":
-            meta[element] = data[start:start + length].rstrip(b"\x00 ").decode("ascii", "replace")
-        pos = start + length
-    return meta, min(pos, len(data))
 
 
 class StoredInstance(Dataset):
@@ -154,7 +131,7 @@ class StoredInstance(Dataset):
     def from_part10(cls, data: bytes, match: Match) -> StoredInstance:
         """The dataset part of a stored Part 10 file, sent under the dataset's SOP Class and Instance UIDs
         (the catalog's: the file meta's may differ) in the file meta's transfer syntax."""
-        meta, offset = split_part10(data)
+        meta, offset = file_meta(data)
         syntax = meta.get(0x0010) or match.transfer_syntax or ImplicitVRLittleEndian
         sop_class = match.sop_class_uid or meta.get(0x0002, "")
         return cls(sop_class, match.sop_instance_uid or meta.get(0x0003, ""), syntax, data, offset)

@@ -20,7 +20,7 @@ from pynetdicom.events import Event
 from mmarchive.archive import Archive
 from mmarchive.dicom.dimse import DimseServer, serve_dimse
 from mmarchive.dicom.dimse.query import STUDY_ROOT_GET
-from mmarchive.dicom.dimse.retrieve import split_part10
+from mmarchive.dicom.scan import file_meta
 from mmarchive.dicom.store import DicomStore
 from mmarchive.errors import ArchiveError
 from tests.dicom.testfiles import pydicom_test_files
@@ -47,7 +47,7 @@ def test_every_stored_test_file_comes_back_byte_exact(every_file: DimseServer) -
     for f in found:
         sop = f["00080018"]["Value"][0]
         part10 = server.store.retrieve(sop)
-        meta, offset = split_part10(part10)
+        meta, offset = file_meta(part10)
         syntax = meta.get(0x0010) or f["00083002"]["Value"][0]
         stored[sop] = (part10[offset:], f["00080016"]["Value"][0], syntax)
     received: dict[str, bytes] = {}
