@@ -3,19 +3,14 @@ and httpx, each compared with the raw frame bytes pydicom gives from the same fi
 
 from __future__ import annotations
 
-import warnings
-from pathlib import Path
-
 import httpx
-import pydicom
 import pytest
 from dicomweb_client.api import DICOMwebClient
 from pydicom.dataset import Dataset
 from pydicom.encaps import get_frame
 
 from mmarchive.dicom.web.multipart import media_type
-from tests.dicom.testfiles import all_test_files
-from tests.dicom.web.conftest import TENANT, Server, split_multipart
+from tests.dicom.web.conftest import Server, data_file, split_multipart, store_file
 
 #: name -> the media type its frames are served as.
 NATIVE = ("emri_small.dcm", "rtdose.dcm", "SC_rgb_2frame.dcm", "CT_small.dcm")
@@ -24,21 +19,9 @@ ENCAPSULATED = {"examples_ybr_color.dcm": "image/jpeg", "emri_small_jpeg_2k_loss
                 "JPEG2000.dcm": "image/jp2", "SC_rgb_rle_2frame.dcm": "image/dicom-rle"}
 
 
-def _path(name: str) -> Path:
-    return next(p for p in all_test_files() if p.name == name)
-
-
 def _store(server: Server, name: str) -> tuple[Dataset, str]:
-    """Store ``name``; its dataset (pixel data read) and its instance URL."""
-    path = _path(name)
-    [result] = list(server.store.ingest([path], tenant=TENANT))
-    assert result.ok, result
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        ds = pydicom.dcmread(path)
-    url = (f"{server.url}/studies/{ds.StudyInstanceUID}/series/{ds.SeriesInstanceUID}"
-           f"/instances/{ds.SOPInstanceUID}")
-    return ds, url
+    """Store the test file ``name``; its dataset (pixel data read) and its instance URL."""
+    return store_file(server, data_file(name))
 
 
 def _expected(ds: Dataset, number: int) -> bytes:
