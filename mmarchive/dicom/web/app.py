@@ -34,7 +34,7 @@ from starlette.routing import Mount, Route
 from mmarchive.archive import DEFAULT_TENANT, Archive
 from mmarchive.dicom.catalog_records import CatalogEntry
 from mmarchive.dicom.scan import describe
-from mmarchive.dicom.store import METADATA_KEY, DicomStore, IngestResult, IngestSource, IngestStatus
+from mmarchive.dicom.store import DicomStore, IngestResult, IngestSource, IngestStatus
 from mmarchive.dicom.web.bulkdata import BulkValue, byte_range, instance_json, locate, stream
 from mmarchive.dicom.web.errors import (
     NotAcceptableError,
@@ -283,10 +283,7 @@ class DicomWeb:
         size if it has none cut out) and its size."""
         with self.store.archive.open_object(entry.object_id, tenant=self.tenant) as reader:
             size = int(reader.size)
-            info = self.store.archive.stat(entry.object_id, tenant=self.tenant)
-            dicom = info.metadata.get(METADATA_KEY)
-            end = dicom.get("header") if isinstance(dicom, Mapping) else None
-            yield reader, end if isinstance(end, int) and 0 <= end <= size else size, size
+            yield reader, self.store.header_end(entry.object_id, size, tenant=self.tenant), size
 
     def _frame_layout(self, entry: CatalogEntry) -> Frames:
         with self._opened(entry) as (reader, header_end, size):
