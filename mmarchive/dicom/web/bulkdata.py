@@ -22,8 +22,16 @@ from pydicom.dataelem import DataElement
 from pydicom.dataset import Dataset
 
 from mmarchive.dicom.errors import DicomInputError
+from mmarchive.dicom.scan import file_meta
+from mmarchive.dicom.scan_pydicom import header_dataset
 from mmarchive.dicom.web.errors import RangeNotSatisfiableError
-from mmarchive.dicom.web.frames import PIXEL_TAGS, pixel_element, read_header, transfer_syntax
+from mmarchive.dicom.web.frames import (
+    EXPLICIT_LITTLE,
+    PIXEL_TAGS,
+    pixel_element,
+    read_header,
+    transfer_syntax,
+)
 from mmarchive.errors import InvalidInputError, NotFoundError
 
 #: Binary values whose base64 text would be longer than this many characters are given as BulkDataURI.
@@ -33,6 +41,8 @@ CHUNK = 256 << 10
 _BINARY_VRS = frozenset({"OB", "OD", "OF", "OL", "OV", "OW", "UN", "OB or OW", "US or OW", "US or SS or OW"})
 _ITEM = b"\xfe\xff\x00\xe0"
 _SEQUENCE_DELIMITER = b"\xfe\xff\xdd\xe0"
+#: (0002,0010) Transfer Syntax UID, by its element number in the file meta group.
+_TRANSFER_SYNTAX_UID = 0x0010
 _PATH = re.compile(r"^[0-9A-Fa-f]{8}(/\d+/[0-9A-Fa-f]{8})*$")
 
 
@@ -88,17 +98,19 @@ def locate(reader: Any, header_end: int, size: int, path: str) -> BulkValue:
     if not _PATH.match(path):
         raise InvalidInputError(f"a bulk data path is a tag, or tag/item/tag... (e.g. 7FE00010 or "
                                 f"00540016/0/00181072), not {path!r}")
-    head, ds = read_header(reader, header_end if header_end < size else -1)
+    reader.seek(0)
+    head: bytes = reader.read(header_end if header_end < size else -1)
     steps = path.split("/")
     if len(steps) == 1 and int(path, 16) in PIXEL_TAGS and header_end < size:
-        pixel = pixel_element(head, transfer_syntax(ds))
+        # The pixel value's place needs only the file meta's transfer syntax, not a parse of the header.
+        pixel = pixel_element(head, file_meta(head)[0].get(_TRANSFER_SYNTAX_UID) or EXPLICIT_LITTLE)
         if pixel is not None and pixel.tag == int(path, 16):
             length = pixel.length if pixel.length is not None else _items_length(reader, header_end, size)
             if header_end + length > size:
                 raise DicomInputError(f"the stored pixel data is cut off ({size - header_end} of {length} "
                                       "bytes)")
             return BulkValue(header_end, length, None, True)
-    elem = _element(ds, steps, path)
+    elem = _element(header_dataset(head, "the instance's header"), steps, path)
     if elem.VR not in _BINARY_VRS or not isinstance(elem.value, bytes | bytearray | None):
         raise NotFoundError(f"element {path} of this instance is not a binary value (it is {elem.VR}); "
                             "its value is in the metadata")
