@@ -12,6 +12,7 @@ from typing import NamedTuple
 import blake3
 import xxhash
 
+from mmarchive._native.contentid import blake3_256
 from mmarchive.store.codec import CodecSet
 
 
@@ -25,20 +26,16 @@ class PreparedChunk(NamedTuple):
 
 # The blake3 binding lets go of the GIL for an update of 2 KiB or more. For a small input, taking the GIL
 # back costs more than the hash (while another thread runs Python it can take milliseconds), so small
-# inputs are fed in pieces under that size and keep the GIL; large ones are hashed in one call.
-_GIL_FREE_FROM = 2048
-_SMALL_INPUT = 32 * 1024
+# inputs are hashed by the native module in one call with the GIL held (native/contentid.pyx); large ones
+# by the binding, without the GIL (it is also a little faster on them).
+_NATIVE_BELOW = 64 * 1024
 
 
 def content_id(data: bytes | bytearray | memoryview) -> bytes:
-    n = len(data)
-    if n < _GIL_FREE_FROM or n > _SMALL_INPUT:
-        return blake3.blake3(data).digest()
-    view = memoryview(data)
-    hasher = blake3.blake3()
-    for start in range(0, n, _GIL_FREE_FROM - 1):
-        hasher.update(view[start:start + _GIL_FREE_FROM - 1])
-    return hasher.digest()
+    """BLAKE3-256 of ``data``: the id of a chunk or an object."""
+    if len(data) < _NATIVE_BELOW:
+        return blake3_256(data)
+    return blake3.blake3(data).digest()
 
 
 def encode_chunk(codecs: CodecSet, cid: bytes, data: bytes | bytearray | memoryview) -> PreparedChunk:
