@@ -308,10 +308,11 @@ class WritePath:
             self._seal_existing(pack_id, entry)
 
     def _append(self, tenant: str, group: str, kind: int, codec: int, rid: bytes, raw_len: int,
-                payload: bytes | bytearray | memoryview, checksum: int) -> RecordLocation:
+                payload: bytes | bytearray | memoryview, checksum: int, *,
+                keep: bool = True) -> RecordLocation:
         active = self._writer(tenant, group)
         try:
-            offset = active.writer.append(kind, codec, rid, raw_len, payload, checksum)
+            offset = active.writer.append(kind, codec, rid, raw_len, payload, checksum, keep=keep)
         except StorageError as e:
             self._fail(e)
             raise
@@ -422,14 +423,17 @@ class WritePath:
         """
         with self._lock:
             self._check_usable()
-            self._stage_chunk_unless_known(tenant, group, cid, data, chunk, codecs)
+            self._stage_chunk_unless_known(tenant, group, cid, data, chunk, codecs, keep=False)
 
     def _stage_chunk_unless_known(self, tenant: str, group: str, cid: bytes,
                                   data: bytes | bytearray | memoryview, chunk: PreparedChunk | None,
-                                  codecs: CodecSet, seen: IndexView | None = None) -> None:
+                                  codecs: CodecSet, seen: IndexView | None = None, *,
+                                  keep: bool = True) -> None:
         """Stage chunk ``cid`` unless it is staged or stored (lock held).
 
-        ``seen`` answers "stored?" if it is still current; else the index is asked.
+        ``seen`` answers "stored?" if it is still current; else the index is asked. ``keep``: a large
+        immutable record may wait, by reference, for the commit thread to write it (see PackWriter);
+        False for the chunks of a large object, which one call stages many of before any commit.
         """
         key = scoped_key(tenant, cid)
         if key in self._pending_chunks:
@@ -440,12 +444,12 @@ class WritePath:
         elif self.chunk_known(key):
             return
         self._stage_new_chunk(tenant, group, key, cid,
-                              chunk if chunk is not None else encode_chunk(codecs, cid, data))
+                              chunk if chunk is not None else encode_chunk(codecs, cid, data), keep)
 
     def _stage_new_chunk(self, tenant: str, group: str, key: bytes, cid: bytes,
-                         chunk: PreparedChunk) -> None:
+                         chunk: PreparedChunk, keep: bool) -> None:
         loc = self._append(tenant, group, RecordKind.CHUNK, chunk.codec, cid, chunk.raw_len,
-                           chunk.stored, chunk.checksum)
+                           chunk.stored, chunk.checksum, keep=keep)
         change = _ChunkChange(tenant, loc, chunk.raw_len, chunk.codec, 0)
         self._batch.chunks[key] = change
         self._pending_chunks[key] = change
@@ -601,9 +605,9 @@ class WritePath:
         # Written and synced outside the staging lock: staging goes on meanwhile (it appends after
         # the taken bytes, at offsets of its own).
         ends = {}
-        for pack_id, (offset, data, end) in taken.items():
+        for pack_id, (offset, parts, end) in taken.items():
             writer = batch.dirty[pack_id]
-            write_all(writer.fd, [data], offset, what=f"pack {writer.name}")
+            write_all(writer.fd, parts, offset, what=f"pack {writer.name}")
             ends[pack_id] = end
         for writer in batch.dirty.values():
             writer.sync()

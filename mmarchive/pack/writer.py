@@ -2,8 +2,11 @@
 
 A :class:`PackWriter` owns one open pack file descriptor. Records are buffered; ``take`` hands the
 buffered bytes with their file offset to whoever writes them (the commit thread, outside the staging
-lock), ``flush`` writes them itself, and ``sync`` makes everything written durable (fdatasync). Writes
-are positional, so a taken buffer and a later large record may be written concurrently. The caller
+lock), ``flush`` writes them itself, and ``sync`` makes everything written durable (fdatasync). A large
+payload that cannot change (``bytes``, or a read-only view of ``bytes``) is not copied into the buffer:
+it is kept by reference, up to ``_DEFER_MAX`` bytes, and written with the buffer by whoever takes it, so
+copying it into the page cache is not the staging thread's work. Other large payloads are written at
+once. Writes are positional, so taken bytes and a later record may be written concurrently. The caller
 decides when to sync and when an index may point at the bytes: the writer only guarantees that the end
 offsets it reports are record boundaries. ``seal`` appends the table of contents and the footer and
 syncs; after that the file never changes. The writer does not know the index or where the file lives.
@@ -28,14 +31,25 @@ from mmarchive.pack.format import (
 )
 
 _DIRECT_WRITE = 64 * 1024  # payloads this large skip the buffer (pwritev): no copy into it
+_DEFER_MAX = 64 * 1024 * 1024  # immutable large payloads kept for the taker, at most, per pack
+_IOV_MAX = 1024  # the most buffers one pwritev takes (Linux's IOV_MAX)
+
+Part = bytes | bytearray | memoryview
 
 
-def write_all(fd: int, parts: list[bytes | bytearray | memoryview], offset: int, *, what: str) -> None:
+def _immutable(payload: Part) -> bool:
+    """Whether ``payload`` can be kept by reference: its bytes cannot change before they are written."""
+    if isinstance(payload, bytes):
+        return True
+    return isinstance(payload, memoryview) and payload.readonly and isinstance(payload.obj, bytes)
+
+
+def write_all(fd: int, parts: list[Part], offset: int, *, what: str) -> None:
     """Write every byte of ``parts`` to ``fd`` at ``offset`` (positional; handles short writes)."""
     views = [memoryview(p) for p in parts if len(p)]
     try:
         while views:
-            n = os.pwritev(fd, views, offset)
+            n = os.pwritev(fd, views[:_IOV_MAX], offset)
             offset += n
             while n and views:
                 if n >= len(views[0]):
@@ -58,7 +72,10 @@ class PackWriter:
         self.fd = fd
         self.header = header
         self.name = name
-        self._file_end = offset  # where the buffer starts: bytes before it are written or taken
+        self._file_end = offset  # where the pending bytes start: bytes before are written or taken
+        #: Pending bytes before the buffer, in file order: earlier buffers and kept large records.
+        self._parts: list[Part] = []
+        self._parts_len = 0
         self._buffer = bytearray()
         self._toc = toc
         self._hasher = hasher
@@ -80,48 +97,56 @@ class PackWriter:
 
     @property
     def size(self) -> int:
-        """Bytes in the pack so far, buffered ones included."""
-        return self._file_end + len(self._buffer)
+        """Bytes in the pack so far, pending ones included."""
+        return self._file_end + self._parts_len + len(self._buffer)
 
     def append(self, kind: int, codec: int, rid: bytes, raw_len: int,
-               payload: bytes | bytearray | memoryview, checksum: int) -> int:
-        """Append one record and return the offset of its header."""
-        offset = self._file_end + len(self._buffer)
+               payload: Part, checksum: int, *, keep: bool = True) -> int:
+        """Append one record and return the offset of its header.
+
+        ``keep``: a large immutable payload may be kept by reference until the next :meth:`take`;
+        False writes it now (a caller staging many large records before any take bounds its memory).
+        """
+        offset = self.size
         head = encode_record_header(kind, codec, len(payload), raw_len, rid, checksum)
         # A TocEntry's fields, as plain ints: a tuple holding an enum member (RecordKind, Codec) stays
         # tracked by the cyclic GC, and a pack of small objects keeps tens of thousands of these.
         self._toc.append((int(kind), int(codec), offset, len(payload), raw_len, rid))
-        if len(payload) >= _DIRECT_WRITE:
-            # The pack checksum covers the bytes in the order they are written: buffer, then record.
-            hasher = self._hasher
-            hasher.update(self._buffer)
-            hasher.update(head)
-            hasher.update(payload)
-            parts: list[bytes | bytearray | memoryview] = [self._buffer, head, payload]
-            write_all(self.fd, parts, self._file_end, what=f"pack {self.name}")
-            self._file_end = offset + len(head) + len(payload)
-            self._buffer = bytearray()
-        else:
+        if len(payload) < _DIRECT_WRITE:
             self._buffer += head
             self._buffer += payload
+            return offset
+        if self._buffer:
+            self._parts.append(self._buffer)
+            self._parts_len += len(self._buffer)
+            self._buffer = bytearray()
+        self._parts += (head, payload)
+        self._parts_len += len(head) + len(payload)
+        if not keep or not _immutable(payload) or self._parts_len > _DEFER_MAX:
+            self.flush()  # the caller may reuse a mutable buffer; and what is kept stays bounded
         return offset
 
-    def take(self) -> tuple[int, bytearray, int]:
-        """Hand over the buffered records: (file offset, bytes, end offset, a record boundary).
+    def take(self) -> tuple[int, list[Part], int]:
+        """Hand over the pending records: (file offset, their bytes in order, end offset, a record
+        boundary).
 
         The caller writes the bytes at the offset (:func:`write_all`) before it syncs.
         """
-        offset, data = self._file_end, self._buffer
-        if data:
-            self._hasher.update(data)  # one hash update for all buffered records, in file order
-            self._file_end += len(data)
+        offset, parts = self._file_end, self._parts
+        if self._buffer:
+            parts.append(self._buffer)
             self._buffer = bytearray()
-        return offset, data, self._file_end
+        self._parts, self._parts_len = [], 0
+        hasher = self._hasher
+        for part in parts:  # the pack checksum covers the bytes in file order
+            hasher.update(part)
+            self._file_end += len(part)
+        return offset, parts, self._file_end
 
     def flush(self) -> int:
-        """Write buffered records to the file; return the end offset (a record boundary)."""
-        offset, data, end = self.take()
-        write_all(self.fd, [data], offset, what=f"pack {self.name}")
+        """Write pending records to the file; return the end offset (a record boundary)."""
+        offset, parts, end = self.take()
+        write_all(self.fd, parts, offset, what=f"pack {self.name}")
         return end
 
     def sync(self) -> None:
