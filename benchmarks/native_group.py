@@ -5,7 +5,10 @@ measures, on the run's CT set, the gear-hash chunker (native, against the plain-
 tests/store/cdc_reference.py on a small slice: it is that slow) and the 16-bit byte shuffle and
 unshuffle (native, against numpy's strided transpose, the previous implementation). Each row's limit is
 the plain implementation, so the ratio is the speed-up. The DICOM row times describing a CT-like Part 10
-file (each CT slice wrapped in a realistic CT header): the native scanner against pydicom, per file.
+file (each CT slice wrapped in a realistic CT header): the native scanner against pydicom, per file. The
+content id rows hash the 4 KiB records with the vendored BLAKE3 C code (native/contentid.pyx, GIL held)
+against the ``blake3`` binding fed in pieces under 2 KiB (what the write path did to keep the GIL) and in
+one call (which lets the GIL go).
 """
 
 from __future__ import annotations
@@ -13,12 +16,13 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 
+import blake3
 import numpy as np
 
 from benchmarks.archive_timing import target_note
 from benchmarks.harness import BenchmarkContext, BenchmarkGroup
 from benchmarks.results import MIB, ResultRow
-from mmarchive._native import byteshuffle
+from mmarchive._native import byteshuffle, contentid
 from mmarchive.config import StoreConfig
 from mmarchive.store.chunking import Chunker
 
@@ -86,6 +90,33 @@ def run_native(context: BenchmarkContext) -> list[ResultRow]:
         limit_value=_throughput(plain_cut, (sample,), 1) / MIB,
         note="ratio = speed-up over the plain reference"))
     rows.append(describe_row(context))
+    rows.extend(content_id_rows(context))
+    return rows
+
+
+def _blake3_in_pieces(data: bytes) -> bytes:
+    """The binding fed pieces of under 2 KiB, so that it keeps the GIL (the former content_id)."""
+    view = memoryview(data)
+    hasher = blake3.blake3()
+    for start in range(0, len(data), 2047):
+        hasher.update(view[start:start + 2047])
+    return hasher.digest()
+
+
+def content_id_rows(context: BenchmarkContext) -> list[ResultRow]:
+    """BLAKE3 of every small record: native against the binding (in pieces, and in one call)."""
+    context.progress("native: content ids")
+    small = tuple(context.dataset("small").objects)
+    runs = context.settings.runs
+    native = _throughput(contentid.blake3_256, small, runs)
+    rows = []
+    for label, plain in (("in pieces under 2 KiB (keeps the GIL)", _blake3_in_pieces),
+                         ("in one call (lets the GIL go)", lambda d: blake3.blake3(d).digest())):
+        rows.append(ResultRow(
+            group=GROUP_NAME, dataset="small", name="BLAKE3 content id, vendored C", unit="MiB/s",
+            value=native / MIB, limit_name=f"BLAKE3 content id, blake3 binding {label}",
+            limit_value=_throughput(plain, small, runs) / MIB,
+            note="ratio = speed-up over the binding"))
     return rows
 
 
