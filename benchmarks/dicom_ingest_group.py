@@ -28,14 +28,14 @@ import subprocess
 import sys
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Final, Literal, overload
 
 from benchmarks.archive_timing import median, target_note, tree_bytes
 from benchmarks.dicomdata import GeneratedSet, write_ct_set, write_small_set
-from benchmarks.harness import BenchmarkContext, BenchmarkGroup
+from benchmarks.harness import BenchmarkContext, BenchmarkGroup, ProgressReporter
 from benchmarks.limits import LimitMeasurement, sequential_write_fsync
 from benchmarks.results import ResultRow
 from mmarchive.archive import Archive
@@ -57,7 +57,6 @@ SMALL_SET: Final = "DICOM small"
 LIMIT_LABEL: Final = "read the files, write one file + fsync"
 
 Compression = Literal["none", "auto"]
-ProgressReporter = Callable[[str], None]
 
 
 class FileBytes(Sequence[bytes]):

@@ -52,9 +52,9 @@ from pydicom.uid import CTImageStorage
 
 from benchmarks import ctdata, dicomdata
 from benchmarks.archive_timing import median, percentile
-from benchmarks.dicom_ingest_group import cli_command
+from benchmarks.dicom_ingest_group import CT_SET, MB, cli_command
 from benchmarks.dicomdata import GeneratedSet, write_ct_set
-from benchmarks.harness import BenchmarkContext, BenchmarkGroup
+from benchmarks.harness import BenchmarkContext, BenchmarkGroup, ProgressReporter
 from benchmarks.results import ResultRow
 from mmarchive.archive import Archive
 from mmarchive.dicom.store import DicomStore
@@ -75,12 +75,10 @@ QUICK_QUERY_REQUESTS: Final = 10
 FULL_REPEATS: Final = 5
 """Timed repetitions of a study retrieval and of a series metadata request in each run."""
 QUICK_REPEATS: Final = 1
-MB: Final = 1e6
 SEED_OFFSET: Final = 7
 """The retrieval study's seed is the run's seed plus this (its UIDs differ from the ingest set's)."""
 DICOM_ACCEPT: Final = 'multipart/related; type="application/dicom"; transfer-syntax=*'
 JSON_ACCEPT: Final = "application/dicom+json"
-CT_SET: Final = "DICOM CT"
 EMBEDDED: Final = " [embedded app]"
 """Suffix of the rows measured on `Served(embedded=True)`."""
 API: Final = "the same through the Python API (same run)"
@@ -93,8 +91,6 @@ ORTHANC_REFERENCE: Final[dict[str, tuple[float, str, bool]]] = {
     "QIDO-RS instances of a series (200) p50": (175.0, "ms", False),
 }
 """The issue's Orthanc figures (value, unit, higher is better), by row name; "aim at several times better"."""
-
-ProgressReporter = Callable[[str], None]
 
 
 # -- data --------------------------------------------------------------------------------------------

@@ -43,7 +43,7 @@ from pathlib import Path
 from typing import Final
 
 from benchmarks.archive_timing import median, percentile
-from benchmarks.dicom_ingest_group import cli_command
+from benchmarks.dicom_ingest_group import MB, cli_command
 from benchmarks.dicomdata import GeneratedSet, write_ct_set, write_small_set
 from benchmarks.facade_group import (
     DICOM_ACCEPT,
@@ -65,7 +65,6 @@ ORTHANC: Final = "/usr/sbin/Orthanc"
 DICOMWEB_PLUGIN: Final = "/usr/share/orthanc/plugins/libOrthancDicomWeb.so"
 HTTP_PORT: Final = 18042
 DICOM_PORT: Final = 14242
-MB: Final = 1e6
 
 
 @dataclass(frozen=True)
