@@ -444,10 +444,10 @@ class WritePath:
         elif self.chunk_known(key):
             return
         self._stage_new_chunk(tenant, group, key, cid,
-                              chunk if chunk is not None else encode_chunk(codecs, cid, data), keep)
+                              chunk if chunk is not None else encode_chunk(codecs, cid, data), keep=keep)
 
     def _stage_new_chunk(self, tenant: str, group: str, key: bytes, cid: bytes,
-                         chunk: PreparedChunk, keep: bool) -> None:
+                         chunk: PreparedChunk, *, keep: bool) -> None:
         loc = self._append(tenant, group, RecordKind.CHUNK, chunk.codec, cid, chunk.raw_len,
                            chunk.stored, chunk.checksum, keep=keep)
         change = _ChunkChange(tenant, loc, chunk.raw_len, chunk.codec, 0)

@@ -12,7 +12,7 @@ from typing import NamedTuple
 import blake3
 import xxhash
 
-from mmarchive._native.contentid import blake3_256
+from mmarchive._native.contentid import GIL_FREE_FROM, blake3_256
 from mmarchive.store.codec import CodecSet
 
 
@@ -25,15 +25,14 @@ class PreparedChunk(NamedTuple):
 
 
 # The blake3 binding lets go of the GIL for an update of 2 KiB or more. For a small input, taking the GIL
-# back costs more than the hash (while another thread runs Python it can take milliseconds), so small
-# inputs are hashed by the native module in one call with the GIL held (native/contentid.pyx); large ones
-# by the binding, without the GIL (it is also a little faster on them).
-_NATIVE_BELOW = 64 * 1024
+# back costs more than the hash (while another thread runs Python it can take milliseconds), so inputs under
+# the native module's GIL_FREE_FROM are hashed by it in one call with the GIL held (native/contentid.pyx);
+# larger ones by the binding, without the GIL (it is also a little faster on them).
 
 
 def content_id(data: bytes | bytearray | memoryview) -> bytes:
     """BLAKE3-256 of ``data``: the id of a chunk or an object."""
-    if len(data) < _NATIVE_BELOW:
+    if len(data) < GIL_FREE_FROM:
         return blake3_256(data)
     return blake3.blake3(data).digest()
 
