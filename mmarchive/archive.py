@@ -77,6 +77,7 @@ from mmarchive.records import (
     StoredObject,
     TierUsage,
     VerifyReport,
+    tuple_maker,
 )
 from mmarchive.store.chunking import Chunker
 from mmarchive.store.chunks import PreparedChunk, content_id, encode_chunk, encode_small_chunks
@@ -124,6 +125,9 @@ class _PartedObject(NamedTuple):
 
 # A small object prepared for staging: whole (its one chunk, whose id is the object's) or in pieces.
 _Prepared = PreparedPart | _PartedObject
+# Record constructors for the per-object path of put_many (see tuple_maker).
+_new_part = tuple_maker(PreparedPart)
+_new_info = tuple_maker(ObjectInfo)
 
 
 def _pieces(view: memoryview, cuts: tuple[int, ...]) -> list[memoryview]:
@@ -385,7 +389,21 @@ class Archive:
 
         def stage_window_head() -> None:
             fut, batch = window.popleft()
-            for prep, item in zip(fut.result(), batch, strict=True):
+            preps = fut.result()
+            whole = [prep for prep in preps if isinstance(prep, PreparedPart)]
+            if len(whole) == len(preps) and not any(batch):
+                # Whole objects with the call's tenant, group and metadata: staged as one batch.
+                nonlocal staged_objects, staged_bytes
+                staged_objects += len(whole)
+                for (entry, existed, ticket), part in zip(
+                        write.stage_whole_objects(tenant, group, whole, self.codecs, default_meta), whole,
+                        strict=True):
+                    staged_bytes += entry.size
+                    done.append((_new_info((tenant, part.cid.hex(), entry.size, entry.created_ns,
+                                            entry.metadata_json, len(entry.chunks), existed, None,
+                                            entry.seq)), ticket))
+                return
+            for prep, item in zip(preps, batch, strict=True):
                 if item is None:
                     info, ticket = self._stage_small(prep, tenant, group, default_meta, None)
                 else:
@@ -490,7 +508,7 @@ class Archive:
         encoded = encode_small_chunks(self.codecs, [cids[i] for i in new], [views[i][0] for i in new])
         for i, chunk in zip(new, encoded, strict=True):
             chunks[i] = chunk
-        return [PreparedPart(cid, view, chunk, s)
+        return [_new_part((cid, view, chunk, s))
                 for cid, (view, _tenant, _cuts), chunk, s in zip(cids, views, chunks, seen, strict=True)]
 
     def _prepare_parted(self, views: list[tuple[memoryview, str, tuple[int, ...]]]) -> list[_Prepared]:
@@ -683,9 +701,8 @@ class Archive:
 
     def _info(self, tenant: str, oid: bytes, entry: ObjectEntry, *, already: bool = False,
               source: str | None = None) -> ObjectInfo:
-        return ObjectInfo(tenant=tenant, id=oid.hex(), size=entry.size, created_ns=entry.created_ns,
-                          metadata_json=entry.metadata_json, chunk_count=len(entry.chunks),
-                          already_stored=already, source=source, seq=entry.seq)
+        return _new_info((tenant, oid.hex(), entry.size, entry.created_ns, entry.metadata_json,
+                          len(entry.chunks), already, source, entry.seq))
 
     def stat(self, object_id: str, *, tenant: str = DEFAULT_TENANT) -> ObjectInfo:
         oid, entry = self._entry(tenant, object_id)

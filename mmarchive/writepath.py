@@ -50,9 +50,11 @@ from mmarchive.index.schema import (
     change_key,
     scoped_key,
     split_scoped_key,
+    tenant_prefix,
 )
 from mmarchive.pack.format import (
     RECORD_HEADER_LEN,
+    OneChunkManifests,
     PackHeader,
     RecordKind,
     TocEntry,
@@ -61,7 +63,8 @@ from mmarchive.pack.format import (
     pack_name,
 )
 from mmarchive.pack.reader import ScanResult, scan_pack
-from mmarchive.pack.writer import PackWriter, write_all
+from mmarchive.pack.writer import SMALL_RECORD_MAX, PackWriter, write_all
+from mmarchive.records import tuple_maker
 from mmarchive.store.chunks import PreparedChunk, encode_chunk
 from mmarchive.store.codec import CodecSet
 from mmarchive.tiers.base import Tier
@@ -121,6 +124,13 @@ class PreparedPart(NamedTuple):
     view: memoryview
     chunk: PreparedChunk | None
     seen: IndexView | None = None
+
+
+# Record constructors for the per-object staging path (see tuple_maker).
+_new_view = tuple_maker(IndexView)
+_new_location = tuple_maker(RecordLocation)
+_new_object_entry = tuple_maker(ObjectEntry)
+_CHUNK_KIND, _MANIFEST_KIND = int(RecordKind.CHUNK), int(RecordKind.MANIFEST)
 
 
 @dataclass
@@ -341,7 +351,7 @@ class WritePath:
         db_o, db_c = self.index.db(DB_OBJECTS), self.index.db(DB_CHUNKS)
         with self.index.read() as txn:
             get = txn.get
-            return [IndexView(generation, get(key, db=db_o), get(key, db=db_c) is not None)
+            return [_new_view((generation, get(key, None, db_o), get(key, None, db_c) is not None))
                     for key in keys]
 
     def _still_current(self, key: bytes, seen: IndexView) -> bool:
@@ -354,10 +364,17 @@ class WritePath:
         generation = seen.generation
         if generation == self._generation:
             return True
+        newer = self._commits_since(generation)
+        return newer is not None and not any(key in keys for keys in newer)
+
+    def _commits_since(self, generation: int) -> list[frozenset[bytes]] | None:
+        """The keys of each commit since ``generation`` began, or None if some are forgotten (lock held)."""
+        if generation == self._generation:
+            return []
         recent = self._recent_commits
         if not recent or recent[0][0] > generation:
-            return False
-        return not any(started >= generation and key in keys for started, keys in recent)
+            return None
+        return [keys for started, keys in recent if started >= generation]
 
     def _current_entry(self, key: bytes,
                        seen: IndexView | None) -> tuple[ObjectEntry | None, IndexView | None]:
@@ -382,14 +399,91 @@ class WritePath:
         ``chunk`` is its prepared record, or None if it was found stored (``codecs`` then encodes it
         should that no longer hold).
         """
-        key = scoped_key(tenant, oid)
         with self._lock:
             self._check_usable()
-            prev, view = self._current_entry(key, seen)
-            if data and view is not None:  # (no view: the object is staged, so is its chunk)
-                self._stage_chunk_unless_known(tenant, group, oid, data, chunk, codecs, view)
-            return self._stage_manifest(tenant, group, key, oid, len(data), metadata,
-                                        [(oid, len(data))] if len(data) else [], prev)
+            return self._stage_whole_locked(tenant, group, scoped_key(tenant, oid), oid, data, chunk,
+                                            codecs, metadata, seen)
+
+    def stage_whole_objects(self, tenant: str, group: str, preps: list[PreparedPart], codecs: CodecSet,
+                            metadata: bytes | None) -> list[tuple[ObjectEntry, bool, int]]:
+        """:meth:`stage_whole_object` for a batch of one tenant's objects, in order, under one lock hold.
+
+        The common case of an ingest (a new object whose chunk is new, prepared from an index view that
+        is still current) is staged here without the general path's look-ups; any other object goes
+        the general way. Every object of the batch gets the same creation time.
+        """
+        prefix = tenant_prefix(tenant)
+        out: list[tuple[ObjectEntry, bool, int]] = []
+        with self._lock:
+            self._check_usable()
+            generation = self._generation
+            pending_objects, pending_chunks = self._pending_objects, self._pending_chunks
+            batch_objects, batch_chunks = self._batch.objects, self._batch.chunks
+            meta_json = metadata or b""
+            manifest = OneChunkManifests(tenant, meta_json)
+            now = time.time_ns()
+            active = self._writer(tenant, group)
+            append = active.writer.append_small
+            pack_size = self.cfg.pack_size
+            # The commits since each index view's generation: their keys' views are out of date.
+            commits_since: dict[int, list[frozenset[bytes]] | None] = {generation: []}
+            for prep in preps:
+                cid, data, chunk, seen = prep
+                key = prefix + cid
+                if seen is not None:
+                    g = seen.generation
+                    if g in commits_since:
+                        newer = commits_since[g]
+                    else:
+                        newer = commits_since[g] = self._commits_since(g)
+                    if newer is None or any(key in keys for keys in newer):
+                        seen = None
+                if (seen is None or seen.object_raw is not None
+                        or seen.chunk_known or chunk is None or not data or key in pending_objects
+                        or key in pending_chunks or len(chunk.stored) >= SMALL_RECORD_MAX):
+                    out.append(self._stage_whole_locked(tenant, group, key, cid, data, chunk, codecs,
+                                                        metadata, seen))
+                    active = self._writer(tenant, group)
+                    append = active.writer.append_small
+                    continue
+                size = len(data)
+                stored = chunk.stored
+                pack_id = active.pack_id
+                codec = int(chunk.codec)
+                offset = append(_CHUNK_KIND, codec, cid, size, stored, chunk.checksum)
+                change = _ChunkChange(tenant, _new_location((pack_id, offset, len(stored))), size,
+                                      codec, 1)
+                batch_chunks[key] = pending_chunks[key] = change
+                self._seq += 1
+                payload = manifest.encode(self._seq, size, now, cid)
+                offset = append(_MANIFEST_KIND, 0, cid, len(payload), payload,
+                                xxhash.xxh3_64_intdigest(payload))
+                entry = _new_object_entry((STATE_LIVE, self._seq, size, now,
+                                           _new_location((pack_id, offset, len(payload))), meta_json,
+                                           ((cid, size),)))
+                self._ticket += 1
+                batch_objects[key] = entry
+                pending_objects[key] = (entry, self._ticket)
+                out.append((entry, False, self._ticket))
+                self._batch.dirty[pack_id] = active.writer
+                if active.writer.size >= pack_size:
+                    del self._active[(tenant, group)]
+                    self._batch.full.append(active.writer)
+                    active = self._writer(tenant, group)
+                    append = active.writer.append_small
+            self._batch.seq = self._seq
+            self._batch.ticket = self._ticket
+        return out
+
+    def _stage_whole_locked(self, tenant: str, group: str, key: bytes, oid: bytes, data: memoryview,
+                            chunk: PreparedChunk | None, codecs: CodecSet, metadata: bytes | None,
+                            seen: IndexView | None) -> tuple[ObjectEntry, bool, int]:
+        """The body of :meth:`stage_whole_object` (lock held)."""
+        prev, view = self._current_entry(key, seen)
+        if data and view is not None:  # (no view: the object is staged, so is its chunk)
+            self._stage_chunk_unless_known(tenant, group, oid, data, chunk, codecs, view)
+        return self._stage_manifest(tenant, group, key, oid, len(data), metadata,
+                                    [(oid, len(data))] if len(data) else [], prev)
 
     def stage_parted_object(self, tenant: str, group: str, oid: bytes, size: int,
                             parts: list[PreparedPart], codecs: CodecSet,

@@ -133,6 +133,10 @@ _CODECS = frozenset(int(c) for c in Codec)
 
 
 _HEADER_CHECK = struct.Struct("<Q")
+#: The record header's checksummed part and the checksum after it, for writers that encode headers
+#: in place (see PackWriter.append_small); :func:`encode_record_header` is the reference.
+RECORD_HEADER_BODY = _RECORD
+RECORD_HEADER_CHECK = _HEADER_CHECK
 
 
 def encode_record_header(kind: int, codec: int, stored_len: int, raw_len: int, rid: bytes,
@@ -194,6 +198,26 @@ def encode_manifest_payload(seq: int, size: int, created_ns: int, tenant: str, m
     if len(chunks) == 1:
         return head + t + metadata_json + _CHUNK_REF.pack(*chunks[0])
     return b"".join([head, t, metadata_json, *(_CHUNK_REF.pack(cid, n) for cid, n in chunks)])
+
+
+class OneChunkManifests:
+    """Encodes the manifests of one-chunk objects (chunk id = object id) of one tenant and metadata.
+
+    The batch form of :func:`encode_manifest_payload`, with the same bytes: the layout is fixed for the
+    batch, so each manifest is one struct pack.
+    """
+
+    __slots__ = ("_head", "_layout")
+
+    def __init__(self, tenant: str, metadata_json: bytes) -> None:
+        t = tenant.encode()
+        self._layout = struct.Struct(f"{_MANIFEST.format}{len(t)}s{len(metadata_json)}s32sI")
+        self._head = (len(t), len(metadata_json), t, metadata_json)
+
+    def encode(self, seq: int, size: int, created_ns: int, oid: bytes) -> bytes:
+        tlen, mlen, t, meta = self._head
+        return self._layout.pack(MANIFEST_VERSION, seq, size, created_ns, 1, tlen, mlen, t, meta, oid,
+                                 size)
 
 
 # Tombstone v1: version B | seq Q | deleted_ns Q | tenant_len H, then tenant utf-8.

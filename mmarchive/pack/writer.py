@@ -22,6 +22,9 @@ import xxhash
 from mmarchive.errors import StorageError
 from mmarchive.pack.format import (
     FOOTER_LEN,
+    RECORD_HEADER_BODY,
+    RECORD_HEADER_CHECK,
+    RECORD_MAGIC,
     Footer,
     PackHeader,
     RecordHeader,
@@ -31,10 +34,15 @@ from mmarchive.pack.format import (
 )
 
 _DIRECT_WRITE = 64 * 1024  # payloads this large skip the buffer (pwritev): no copy into it
+#: Payloads :meth:`PackWriter.append_small` takes: those that always go through the buffer.
+SMALL_RECORD_MAX = _DIRECT_WRITE
 _DEFER_MAX = 64 * 1024 * 1024  # immutable large payloads kept for the taker, at most, per pack
 _IOV_MAX = 1024  # the most buffers one pwritev takes (Linux's IOV_MAX)
 
 Part = bytes | bytearray | memoryview
+
+_pack_body, _pack_check = RECORD_HEADER_BODY.pack, RECORD_HEADER_CHECK.pack
+_xxh3_64 = xxhash.xxh3_64_intdigest
 
 
 def _immutable(payload: Part) -> bool:
@@ -124,6 +132,20 @@ class PackWriter:
         self._parts_len += len(head) + len(payload)
         if not keep or not _immutable(payload) or self._parts_len > _DEFER_MAX:
             self.flush()  # the caller may reuse a mutable buffer; and what is kept stays bounded
+        return offset
+
+    def append_small(self, kind: int, codec: int, rid: bytes, raw_len: int, payload: Part,
+                     checksum: int) -> int:
+        """:meth:`append` for a payload of under ``SMALL_RECORD_MAX`` bytes (the caller checks), which
+        is always buffered; ``kind`` and ``codec`` are plain ints. The write path's per-object form."""
+        buffer = self._buffer
+        offset = self._file_end + self._parts_len + len(buffer)
+        stored_len = len(payload)
+        body = _pack_body(RECORD_MAGIC, kind, codec, 0, stored_len, raw_len, rid, checksum)
+        self._toc.append((kind, codec, offset, stored_len, raw_len, rid))
+        buffer += body
+        buffer += _pack_check(_xxh3_64(body))
+        buffer += payload
         return offset
 
     def take(self) -> tuple[int, list[Part], int]:

@@ -13,6 +13,7 @@ import blake3
 import xxhash
 
 from mmarchive._native.contentid import GIL_FREE_FROM, blake3_256
+from mmarchive.records import tuple_maker
 from mmarchive.store.codec import CodecSet
 
 
@@ -44,10 +45,13 @@ def encode_chunk(codecs: CodecSet, cid: bytes, data: bytes | bytearray | memoryv
                          checksum=xxhash.xxh3_64_intdigest(stored))
 
 
+_new_chunk = tuple_maker(PreparedChunk)
+
+
 def encode_small_chunks(codecs: CodecSet, cids: list[bytes],
                         datas: list[memoryview]) -> list[PreparedChunk]:
     """:func:`encode_chunk` for many chunks under 128 KiB, compressed in one GIL-free call."""
-    return [PreparedChunk(id=cid, raw_len=len(data), codec=codec, stored=stored,
-                          checksum=xxhash.xxh3_64_intdigest(stored))
+    xxh3 = xxhash.xxh3_64_intdigest
+    return [_new_chunk((cid, len(data), codec, stored, xxh3(stored)))
             for cid, data, (codec, stored) in zip(cids, datas, codecs.encode_small_many(datas),
                                                   strict=True)]
