@@ -51,6 +51,11 @@ extensions = [
         extra_compile_args=["-O3"],
     ),
     Extension(
+        "mmarchive._native.recordtuple",
+        ["native/recordtuple.pyx"],
+        extra_compile_args=["-O3"],
+    ),
+    Extension(
         "mmarchive._native.contentid",
         ["native/contentid.pyx", *BLAKE3_SOURCES],
         include_dirs=[BLAKE3_DIR],

@@ -125,9 +125,19 @@ class _PartedObject(NamedTuple):
 
 # A small object prepared for staging: whole (its one chunk, whose id is the object's) or in pieces.
 _Prepared = PreparedPart | _PartedObject
+
+
+class _StagedObject(NamedTuple):
+    """An object put_many staged: its info, yielded once its ticket is durable."""
+
+    info: ObjectInfo
+    ticket: int
+
+
 # Record constructors for the per-object path of put_many (see tuple_maker).
 _new_part = tuple_maker(PreparedPart)
 _new_info = tuple_maker(ObjectInfo)
+_new_staged = tuple_maker(_StagedObject)
 
 
 def _pieces(view: memoryview, cuts: tuple[int, ...]) -> list[memoryview]:
@@ -367,7 +377,7 @@ class Archive:
         default_meta = _plain_metadata(metadata)
         batch_bytes = 0
         batch_parallel = False  # whether the batch holds an object worth the worker pool
-        done: deque[tuple[ObjectInfo, int]] = deque()
+        done: deque[_StagedObject] = deque()
         staged_objects = staged_bytes = 0
         last_request = time.monotonic()
 
@@ -383,7 +393,7 @@ class Archive:
 
         def staged(info: ObjectInfo, ticket: int) -> None:
             nonlocal staged_objects, staged_bytes
-            done.append((info, ticket))
+            done.append(_new_staged((info, ticket)))
             staged_objects += 1
             staged_bytes += info.size
 
@@ -399,9 +409,10 @@ class Archive:
                         write.stage_whole_objects(tenant, group, whole, self.codecs, default_meta), whole,
                         strict=True):
                     staged_bytes += entry.size
-                    done.append((_new_info((tenant, part.cid.hex(), entry.size, entry.created_ns,
-                                            entry.metadata_json, len(entry.chunks), existed, None,
-                                            entry.seq)), ticket))
+                    done.append(_new_staged((_new_info((tenant, part.cid.hex(), entry.size,
+                                                        entry.created_ns, entry.metadata_json,
+                                                        len(entry.chunks), existed, None, entry.seq)),
+                                             ticket)))
                 return
             for prep, item in zip(preps, batch, strict=True):
                 if item is None:

@@ -12,16 +12,19 @@ from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field
 from typing import Any, NamedTuple, TypeVar
 
+from mmarchive._native.recordtuple import make_record
+
 _T = TypeVar("_T")
 
 
 def tuple_maker(cls: type[_T]) -> Callable[[tuple[Any, ...]], _T]:
     """A constructor of NamedTuple ``cls`` from a tuple of all its fields, in order.
 
-    It skips the generated ``__new__`` (a Python function): the write path builds several records per
-    stored object, and this halves what each costs.
+    It skips the generated ``__new__`` (a Python function), and leaves a record that holds no container
+    untracked by the cyclic GC (see native/recordtuple.pyx): the write path keeps thousands of records in
+    flight, and this halves what each costs to build and stops full collections from walking them.
     """
-    return functools.partial(tuple.__new__, cls)  # type: ignore[type-var]
+    return functools.partial(make_record, cls)
 
 
 class ObjectInfo(NamedTuple):

@@ -31,6 +31,7 @@ from mmarchive.config import StoreConfig
 from mmarchive.errors import ArchiveStateError, IntegrityError, StorageError
 from mmarchive.index.env import IndexEnv
 from mmarchive.index.schema import (
+    CHANGE_SEQ,
     DB_CHANGES,
     DB_CHUNKS,
     DB_META,
@@ -47,9 +48,7 @@ from mmarchive.index.schema import (
     PackEntry,
     RecordLocation,
     TenantTotals,
-    change_key,
     scoped_key,
-    split_scoped_key,
     tenant_prefix,
 )
 from mmarchive.pack.format import (
@@ -76,13 +75,21 @@ log = logging.getLogger(__name__)
 _RECENT_COMMITS = 8
 
 
-@dataclass(slots=True)  # one per staged chunk: no __dict__ for the cyclic GC to walk
-class _ChunkChange:
+class _ChunkChange(NamedTuple):
+    """A staged change to one chunk's index entry (replaced, not changed, as more references come)."""
+
     tenant: str
     new: RecordLocation | None  # set when this batch wrote the record
     raw_len: int
     codec: int
-    refs_delta: int = 0
+    refs_delta: int
+
+
+class _PendingObject(NamedTuple):
+    """A staged object entry not yet committed, and the ticket that commits it."""
+
+    entry: ObjectEntry
+    ticket: int
 
 
 @dataclass
@@ -130,6 +137,8 @@ class PreparedPart(NamedTuple):
 _new_view = tuple_maker(IndexView)
 _new_location = tuple_maker(RecordLocation)
 _new_object_entry = tuple_maker(ObjectEntry)
+_new_change = tuple_maker(_ChunkChange)
+_new_pending = tuple_maker(_PendingObject)
 _CHUNK_KIND, _MANIFEST_KIND = int(RecordKind.CHUNK), int(RecordKind.MANIFEST)
 
 
@@ -165,7 +174,7 @@ class WritePath:
         self._committed_len: dict[bytes, int] = {}
         # Pending (not yet committed) chunks and objects, visible to dedup and existence checks.
         self._pending_chunks: dict[bytes, _ChunkChange] = {}
-        self._pending_objects: dict[bytes, tuple[ObjectEntry, int]] = {}
+        self._pending_objects: dict[bytes, _PendingObject] = {}
         # Group commit state.
         self._cond = threading.Condition()
         self._durable = 0
@@ -451,8 +460,8 @@ class WritePath:
                 pack_id = active.pack_id
                 codec = int(chunk.codec)
                 offset = append(_CHUNK_KIND, codec, cid, size, stored, chunk.checksum)
-                change = _ChunkChange(tenant, _new_location((pack_id, offset, len(stored))), size,
-                                      codec, 1)
+                change = _new_change((tenant, _new_location((pack_id, offset, len(stored))), size, codec,
+                                      1))
                 batch_chunks[key] = pending_chunks[key] = change
                 self._seq += 1
                 payload = manifest.encode(self._seq, size, now, cid)
@@ -463,7 +472,7 @@ class WritePath:
                                            ((cid, size),)))
                 self._ticket += 1
                 batch_objects[key] = entry
-                pending_objects[key] = (entry, self._ticket)
+                pending_objects[key] = _new_pending((entry, self._ticket))
                 out.append((entry, False, self._ticket))
                 self._batch.dirty[pack_id] = active.writer
                 if active.writer.size >= pack_size:
@@ -544,7 +553,7 @@ class WritePath:
                          chunk: PreparedChunk, *, keep: bool) -> None:
         loc = self._append(tenant, group, RecordKind.CHUNK, chunk.codec, cid, chunk.raw_len,
                            chunk.stored, chunk.checksum, keep=keep)
-        change = _ChunkChange(tenant, loc, chunk.raw_len, chunk.codec, 0)
+        change = _new_change((tenant, loc, chunk.raw_len, int(chunk.codec), 0))
         self._batch.chunks[key] = change
         self._pending_chunks[key] = change
 
@@ -552,10 +561,15 @@ class WritePath:
         self._ref_key(scoped_key(tenant, cid), tenant, delta)
 
     def _ref_key(self, key: bytes, tenant: str, delta: int) -> None:
-        change = self._batch.chunks.get(key)
+        chunks = self._batch.chunks
+        change = chunks.get(key)
         if change is None:
-            change = self._batch.chunks[key] = _ChunkChange(tenant, None, 0, 0, 0)
-        change.refs_delta += delta
+            chunks[key] = _new_change((tenant, None, 0, 0, delta))
+            return
+        new = chunks[key] = _new_change((tenant, change.new, change.raw_len, change.codec,
+                                         change.refs_delta + delta))
+        if self._pending_chunks.get(key) is change:  # the record this batch writes: pending as new
+            self._pending_chunks[key] = new
 
     def current_object(self, key: bytes) -> ObjectEntry | None:
         pending = self._pending_objects.get(key)
@@ -632,7 +646,7 @@ class WritePath:
         self._batch.seq = self._seq
         self._ticket += 1
         self._batch.ticket = self._ticket
-        self._pending_objects[key] = (entry, self._ticket)
+        self._pending_objects[key] = _new_pending((entry, self._ticket))
         return self._ticket
 
     # -- group commit -----------------------------------------------------------------------------
@@ -745,23 +759,26 @@ class WritePath:
         totals: dict[str, list[int]] = {}
         hdr = RECORD_HEADER_LEN
 
+        put, encode_chunk_entry = txn.put, ChunkEntry.encode_fields
         for key, change in batch.chunks.items():
             new = change.new
             if new is not None:
-                records[new.pack] = records.get(new.pack, 0) + 1
+                pack_id, _offset, stored_len = new
+                records[pack_id] = records.get(pack_id, 0) + 1
                 # A chunk record is written only for a key the index lacks: insert it without a
-                # look-up, falling back to the general path if it is there after all.
+                # look-up, falling back to the general path if it is there after all. (Positional
+                # arguments: dupdata, overwrite, append, db; keywords cost a third more per call.)
                 delta = change.refs_delta
-                if delta >= 0 and txn.put(key, ChunkEntry(new, change.raw_len, change.codec,
-                                                          delta).encode(), db=db_c, overwrite=False):
+                if delta >= 0 and put(key, encode_chunk_entry(new, change.raw_len, change.codec, delta),
+                                      True, False, False, db_c):
                     if delta:
-                        live[new.pack] = live.get(new.pack, 0) + hdr + new.stored_len
+                        live[pack_id] = live.get(pack_id, 0) + hdr + stored_len
                         t = totals.get(change.tenant)
                         if t is None:
                             t = totals[change.tenant] = [0, 0, 0, 0, 0]
                         t[2] += 1
                         t[3] += change.raw_len
-                        t[4] += new.stored_len
+                        t[4] += stored_len
                     continue
             raw = txn.get(key, db=db_c)
             if raw is not None:
@@ -788,28 +805,37 @@ class WritePath:
             if refs != cur.refs or raw is None:
                 txn.put(key, ChunkEntry(cur.record, cur.raw_len, cur.codec, refs).encode(), db=db_c)
 
+        replace_value, seq_key = txn.replace, CHANGE_SEQ.pack
+        # Per tenant prefix (the key up to and with its NUL): the tenant and its totals.
+        prefixes: dict[bytes, tuple[str, list[int]]] = {}
         for key, entry in batch.objects.items():
-            tenant = split_scoped_key(key)[0]
-            t = totals.get(tenant)
-            if t is None:
-                t = totals[tenant] = [0, 0, 0, 0, 0]
-            prev_raw = txn.replace(key, entry.encode(), db=db_o)
-            # The change feed holds each object once, under the seq of its latest change.
-            txn.put(change_key(tenant, entry.seq), key[len(tenant) + 1:], db=db_ch)
+            prefix = key[:key.index(0) + 1]
+            known = prefixes.get(prefix)
+            if known is None:
+                tenant = prefix[:-1].decode()
+                t = totals.get(tenant)
+                if t is None:
+                    t = totals[tenant] = [0, 0, 0, 0, 0]
+                known = prefixes[prefix] = (tenant, t)
+            t = known[1]
+            state, seq, size, _created, (pack_id, _offset, stored_len), _meta, _chunks = entry
+            prev_raw = replace_value(key, entry.encode(), db_o)
+            # The change feed holds each object once, under the seq of its latest change (the key is
+            # change_key's, from the tenant prefix).
+            put(prefix + seq_key(seq), key[len(prefix):], True, True, False, db_ch)
             if prev_raw is not None:
                 prev = ObjectEntry.decode(prev_raw)
-                txn.delete(change_key(tenant, prev.seq), db=db_ch)
+                txn.delete(prefix + seq_key(prev.seq), db=db_ch)
                 prev_loc = prev.record
                 live[prev_loc.pack] = live.get(prev_loc.pack, 0) - hdr - prev_loc.stored_len
                 if prev.state == STATE_LIVE:
                     t[0] -= 1
                     t[1] -= prev.size
-            loc = entry.record
-            live[loc.pack] = live.get(loc.pack, 0) + hdr + loc.stored_len
-            records[loc.pack] = records.get(loc.pack, 0) + 1
-            if entry.state == STATE_LIVE:
+            live[pack_id] = live.get(pack_id, 0) + hdr + stored_len
+            records[pack_id] = records.get(pack_id, 0) + 1
+            if state == STATE_LIVE:
                 t[0] += 1
-                t[1] += entry.size
+                t[1] += size
         # Records of changes superseded within this batch are in the packs but not counted here;
         # the pack record count is informational (the table of contents is authoritative).
 

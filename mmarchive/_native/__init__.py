@@ -7,7 +7,7 @@ used without ``pip install``), and the error says so instead of silently falling
 from __future__ import annotations
 
 try:
-    from mmarchive._native import byteshuffle, contentid, gearcdc
+    from mmarchive._native import byteshuffle, contentid, gearcdc, recordtuple
 except ImportError as e:  # pragma: no cover - exercised only on a broken install
     from mmarchive.errors import ArchiveStateError
 
@@ -15,4 +15,4 @@ except ImportError as e:  # pragma: no cover - exercised only on a broken instal
         "mmarchive's compiled extensions are missing (mmarchive._native); install the package "
         "with `pip install .` (or `pip install -e .`) on a machine with a C compiler") from e
 
-__all__ = ["byteshuffle", "contentid", "gearcdc"]
+__all__ = ["byteshuffle", "contentid", "gearcdc", "recordtuple"]

@@ -60,9 +60,13 @@ def scoped_key(tenant: str, ident: bytes) -> bytes:
     return tenant.encode() + b"\x00" + ident
 
 
+#: The seq part of a change-feed key: big-endian, so that keys sort by seq within a tenant.
+CHANGE_SEQ = struct.Struct(">Q")
+
+
 def change_key(tenant: str, seq: int) -> bytes:
     """The key of an object's entry in the change feed: the tenant, then its seq (big-endian u64)."""
-    return scoped_key(tenant, seq.to_bytes(8, "big"))
+    return scoped_key(tenant, CHANGE_SEQ.pack(seq))
 
 
 def split_scoped_key(key: bytes) -> tuple[str, bytes]:
@@ -117,14 +121,12 @@ class ObjectEntry(NamedTuple):
         return json.loads(self.metadata_json) if self.metadata_json else {}
 
     def encode(self) -> bytes:
-        record = self.record
-        head = _OBJECT.pack(self.state, self.seq, self.size, self.created_ns, record.pack,
-                            record.offset, record.stored_len, len(self.chunks), len(self.metadata_json))
-        if len(self.chunks) == 1:
-            (cid, n), = self.chunks
-            return head + self.metadata_json + _CHUNK_REF.pack(cid, n)
-        return b"".join([head, self.metadata_json,
-                         *(_CHUNK_REF.pack(c, n) for c, n in self.chunks)])
+        state, seq, size, created, (pack, offset, stored_len), meta, chunks = self
+        head = _OBJECT.pack(state, seq, size, created, pack, offset, stored_len, len(chunks), len(meta))
+        if len(chunks) == 1:
+            (cid, n), = chunks
+            return head + meta + _CHUNK_REF.pack(cid, n)
+        return b"".join([head, meta, *(_CHUNK_REF.pack(c, n) for c, n in chunks)])
 
     @staticmethod
     def decode(buf: bytes) -> ObjectEntry:
@@ -159,8 +161,14 @@ class ChunkEntry(NamedTuple):
     refs: int
 
     def encode(self) -> bytes:
-        return _CHUNK.pack(self.record.pack, self.record.offset, self.record.stored_len,
-                           self.raw_len, self.codec, self.refs)
+        (pack, offset, stored_len), raw_len, codec, refs = self
+        return _CHUNK.pack(pack, offset, stored_len, raw_len, codec, refs)
+
+    @staticmethod
+    def encode_fields(record: RecordLocation, raw_len: int, codec: int, refs: int) -> bytes:
+        """The encoding of ``ChunkEntry(record, raw_len, codec, refs)``, without building it."""
+        pack, offset, stored_len = record
+        return _CHUNK.pack(pack, offset, stored_len, raw_len, codec, refs)
 
     @staticmethod
     def decode(buf: bytes) -> ChunkEntry:
