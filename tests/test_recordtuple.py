@@ -9,6 +9,7 @@ from typing import Any, NamedTuple
 from hypothesis import given
 from hypothesis import strategies as st
 
+from mmarchive._native import recordtuple
 from mmarchive._native.recordtuple import make_record
 from mmarchive.index.schema import ObjectEntry, RecordLocation
 from mmarchive.records import ObjectInfo, tuple_maker
@@ -33,6 +34,10 @@ def _holds_container(value: object) -> bool:
     if isinstance(value, tuple):
         return any(_holds_container(v) for v in value)
     return isinstance(value, (list, dict))
+
+
+def test_the_compiled_module_is_installed() -> None:
+    assert recordtuple.__file__ is not None and recordtuple.__file__.endswith(".so"), recordtuple.__file__
 
 
 @given(_values, _values)
