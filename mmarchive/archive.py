@@ -477,8 +477,14 @@ class Archive:
         write = self._write
         assert write is not None
         cids = [content_id(view) for view, _tenant, _cuts in views]
-        return cids, write.look_up_many([scoped_key(tenant, cid)
-                                         for cid, (_view, tenant, _cuts) in zip(cids, views, strict=True)])
+        prefixes: dict[str, bytes] = {}  # (the tenant prefix of scoped_key, once per tenant)
+        keys = []
+        for cid, (_view, tenant, _cuts) in zip(cids, views, strict=True):
+            prefix = prefixes.get(tenant)
+            if prefix is None:
+                prefix = prefixes[tenant] = tenant_prefix(tenant)
+            keys.append(prefix + cid)
+        return cids, write.look_up_many(keys)
 
     def _prepare_many(self, views: list[tuple[memoryview, str, tuple[int, ...]]]) -> list[_Prepared]:
         """Hash (and compress unless stored) a batch of small objects, with one index look-up.
@@ -515,12 +521,16 @@ class Archive:
     def _prepared_parts(self, cids: list[bytes], views: list[tuple[memoryview, str, tuple[int, ...]]],
                         seen: list[IndexView], new: list[int]) -> list[_Prepared]:
         """Whole small objects with the records of those at ``new`` encoded in one batch."""
-        chunks: list[PreparedChunk | None] = [None] * len(views)
-        encoded = encode_small_chunks(self.codecs, [cids[i] for i in new], [views[i][0] for i in new])
-        for i, chunk in zip(new, encoded, strict=True):
-            chunks[i] = chunk
+        if len(new) == len(views):  # (the usual case: every object is new)
+            encoded: list[PreparedChunk | None] = encode_small_chunks(  # type: ignore[assignment]
+                self.codecs, cids, [view for view, _tenant, _cuts in views])
+        else:
+            encoded = [None] * len(views)
+            for i, chunk in zip(new, encode_small_chunks(self.codecs, [cids[i] for i in new],
+                                                         [views[i][0] for i in new]), strict=True):
+                encoded[i] = chunk
         return [_new_part((cid, view, chunk, s))
-                for cid, (view, _tenant, _cuts), chunk, s in zip(cids, views, chunks, seen, strict=True)]
+                for cid, (view, _tenant, _cuts), chunk, s in zip(cids, views, encoded, seen, strict=True)]
 
     def _prepare_parted(self, views: list[tuple[memoryview, str, tuple[int, ...]]]) -> list[_Prepared]:
         """Like :meth:`_prepare_many`, for a batch in which some objects come cut into pieces.

@@ -139,7 +139,6 @@ _new_location = tuple_maker(RecordLocation)
 _new_object_entry = tuple_maker(ObjectEntry)
 _new_change = tuple_maker(_ChunkChange)
 _new_pending = tuple_maker(_PendingObject)
-_CHUNK_KIND, _MANIFEST_KIND = int(RecordKind.CHUNK), int(RecordKind.MANIFEST)
 
 
 @dataclass
@@ -358,10 +357,15 @@ class WritePath:
         """
         generation = self._generation
         db_o, db_c = self.index.db(DB_OBJECTS), self.index.db(DB_CHUNKS)
+        absent = _new_view((generation, None, False))  # shared by every key the index lacks
+        views = []
         with self.index.read() as txn:
             get = txn.get
-            return [_new_view((generation, get(key, None, db_o), get(key, None, db_c) is not None))
-                    for key in keys]
+            for key in keys:
+                raw = get(key, None, db_o)
+                known = get(key, None, db_c) is not None
+                views.append(_new_view((generation, raw, known)) if raw is not None or known else absent)
+        return views
 
     def _still_current(self, key: bytes, seen: IndexView) -> bool:
         """Whether what ``seen`` tells of ``key`` still holds (lock held).
@@ -431,9 +435,10 @@ class WritePath:
             meta_json = metadata or b""
             manifest = OneChunkManifests(tenant, meta_json)
             now = time.time_ns()
-            active = self._writer(tenant, group)
-            append = active.writer.append_small
+            active: _ActivePack | None = None  # (taken at the first record: a resend writes none)
             pack_size = self.cfg.pack_size
+            hdr = RECORD_HEADER_LEN
+            seq, ticket = self._seq, self._ticket
             # The commits since each index view's generation: their keys' views are out of date.
             commits_since: dict[int, list[frozenset[bytes]] | None] = {generation: []}
             for prep in preps:
@@ -445,43 +450,49 @@ class WritePath:
                         newer = commits_since[g]
                     else:
                         newer = commits_since[g] = self._commits_since(g)
-                    if newer is None or any(key in keys for keys in newer):
+                    if newer is None:
                         seen = None
+                    else:
+                        for keys in newer:  # (a loop: a generator costs more than the usual 0-2 tests)
+                            if key in keys:
+                                seen = None
+                                break
                 if (seen is None or seen.object_raw is not None
                         or seen.chunk_known or chunk is None or not data or key in pending_objects
                         or key in pending_chunks or len(chunk.stored) >= SMALL_RECORD_MAX):
+                    self._seq, self._ticket = seq, ticket
                     out.append(self._stage_whole_locked(tenant, group, key, cid, data, chunk, codecs,
                                                         metadata, seen))
-                    active = self._writer(tenant, group)
-                    append = active.writer.append_small
+                    seq, ticket = self._seq, self._ticket
+                    active = None  # (that path may have filled it)
                     continue
                 size = len(data)
-                stored = chunk.stored
+                _cid, _raw_len, codec, stored, checksum = chunk
+                stored_len = len(stored)
+                seq += 1
+                payload = manifest.encode(seq, size, now, cid)
+                if active is None:
+                    active = self._writer(tenant, group)
+                    self._batch.dirty[active.pack_id] = active.writer
+                offset = active.writer.append_one_chunk_object(cid, codec, size, stored, checksum, payload)
                 pack_id = active.pack_id
-                codec = int(chunk.codec)
-                offset = append(_CHUNK_KIND, codec, cid, size, stored, chunk.checksum)
-                change = _new_change((tenant, _new_location((pack_id, offset, len(stored))), size, codec,
-                                      1))
+                change = _new_change((tenant, _new_location((pack_id, offset, stored_len)), size, codec, 1))
                 batch_chunks[key] = pending_chunks[key] = change
-                self._seq += 1
-                payload = manifest.encode(self._seq, size, now, cid)
-                offset = append(_MANIFEST_KIND, 0, cid, len(payload), payload,
-                                xxhash.xxh3_64_intdigest(payload))
-                entry = _new_object_entry((STATE_LIVE, self._seq, size, now,
+                offset += hdr + stored_len
+                entry = _new_object_entry((STATE_LIVE, seq, size, now,
                                            _new_location((pack_id, offset, len(payload))), meta_json,
                                            ((cid, size),)))
-                self._ticket += 1
+                ticket += 1
                 batch_objects[key] = entry
-                pending_objects[key] = _new_pending((entry, self._ticket))
-                out.append((entry, False, self._ticket))
-                self._batch.dirty[pack_id] = active.writer
-                if active.writer.size >= pack_size:
+                pending_objects[key] = _new_pending((entry, ticket))
+                out.append((entry, False, ticket))
+                if offset + hdr + len(payload) >= pack_size:
                     del self._active[(tenant, group)]
                     self._batch.full.append(active.writer)
-                    active = self._writer(tenant, group)
-                    append = active.writer.append_small
-            self._batch.seq = self._seq
-            self._batch.ticket = self._ticket
+                    active = None
+            self._seq, self._ticket = seq, ticket
+            self._batch.seq = seq
+            self._batch.ticket = ticket
         return out
 
     def _stage_whole_locked(self, tenant: str, group: str, key: bytes, oid: bytes, data: memoryview,

@@ -6,6 +6,7 @@ import os
 import tempfile
 from pathlib import Path
 
+import xxhash
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -60,6 +61,45 @@ def test_append_small_writes_what_append_writes(
         assert paths[0].read_bytes() == paths[1].read_bytes()
         for w in (reference, fast):
             os.close(w.fd)
+
+
+@given(st.lists(st.tuples(st.binary(min_size=32, max_size=32), st.integers(0, 2), st.integers(0, 2**32 - 1),
+                          st.binary(max_size=300), _u64, st.binary(max_size=200)), max_size=6))
+def test_one_chunk_object_is_two_small_records(
+        objects: list[tuple[bytes, int, int, bytes, int, bytes]]) -> None:
+    with tempfile.TemporaryDirectory() as base:
+        paths = [Path(base) / f"pack-{i}" for i in range(2)]
+        reference, fast = _writer(paths[0]), _writer(paths[1])
+        for oid, codec, raw_len, payload, checksum, manifest in objects:
+            at = reference.append_small(int(RecordKind.CHUNK), codec, oid, raw_len, payload, checksum)
+            manifest_at = reference.append_small(int(RecordKind.MANIFEST), 0, oid, len(manifest), manifest,
+                                                 xxhash.xxh3_64_intdigest(manifest))
+            assert fast.append_one_chunk_object(oid, codec, raw_len, payload, checksum, manifest) == at
+            assert manifest_at == at + RECORD_HEADER_LEN + len(payload) and fast.size == reference.size
+        assert reference.seal() == fast.seal()
+        assert paths[0].read_bytes() == paths[1].read_bytes()
+        for w in (reference, fast):
+            os.close(w.fd)
+
+
+def test_buffered_records_past_a_buffer_of_a_mib_write_the_same_file() -> None:
+    """Records buffered past the size at which the writer starts a new buffer land where they belong."""
+    with tempfile.TemporaryDirectory() as base:
+        paths = [Path(base) / f"pack-{i}" for i in range(3)]
+        writers = [_writer(p) for p in paths]
+        for i in range(700):  # 2.8 MiB of 4 KiB records, with takes (commits) in between
+            payload = os.urandom(4096)
+            rid = i.to_bytes(32, "little")
+            offsets = [writers[0].append(RecordKind.CHUNK, 0, rid, 4096, payload, i),
+                       writers[1].append_small(int(RecordKind.CHUNK), 0, rid, 4096, payload, i),
+                       writers[2].append_small(int(RecordKind.CHUNK), 0, rid, 4096, payload, i)]
+            assert len(set(offsets)) == 1
+            if i % 300 == 299:
+                writers[2].flush()
+        for w in writers:
+            w.seal()
+            os.close(w.fd)
+        assert paths[0].read_bytes() == paths[1].read_bytes() == paths[2].read_bytes()
 
 
 def test_small_record_limit_is_below_direct_writes() -> None:

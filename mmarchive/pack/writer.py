@@ -24,6 +24,7 @@ from mmarchive.pack.format import (
     FOOTER_LEN,
     RECORD_HEADER_BODY,
     RECORD_HEADER_CHECK,
+    RECORD_HEADER_LEN,
     RECORD_MAGIC,
     Footer,
     PackHeader,
@@ -36,6 +37,9 @@ from mmarchive.pack.format import (
 _DIRECT_WRITE = 64 * 1024  # payloads this large skip the buffer (pwritev): no copy into it
 #: Payloads :meth:`PackWriter.append_small` takes: those that always go through the buffer.
 SMALL_RECORD_MAX = _DIRECT_WRITE
+#: A buffer this full is set aside for the taker and a new one started: a bytearray grows by an eighth at
+#: a time, so one buffer of many MiB would copy each byte several times as it grows.
+_BUFFER_MAX = 1024 * 1024
 _DEFER_MAX = 64 * 1024 * 1024  # immutable large payloads kept for the taker, at most, per pack
 _IOV_MAX = 1024  # the most buffers one pwritev takes (Linux's IOV_MAX)
 
@@ -43,6 +47,7 @@ Part = bytes | bytearray | memoryview
 
 _pack_body, _pack_check = RECORD_HEADER_BODY.pack, RECORD_HEADER_CHECK.pack
 _xxh3_64 = xxhash.xxh3_64_intdigest
+_CHUNK, _MANIFEST = int(RecordKind.CHUNK), int(RecordKind.MANIFEST)
 
 
 def _immutable(payload: Part) -> bool:
@@ -123,11 +128,11 @@ class PackWriter:
         if len(payload) < _DIRECT_WRITE:
             self._buffer += head
             self._buffer += payload
+            if len(self._buffer) >= _BUFFER_MAX:
+                self._set_buffer_aside()
             return offset
         if self._buffer:
-            self._parts.append(self._buffer)
-            self._parts_len += len(self._buffer)
-            self._buffer = bytearray()
+            self._set_buffer_aside()
         self._parts += (head, payload)
         self._parts_len += len(head) + len(payload)
         if not keep or not _immutable(payload) or self._parts_len > _DEFER_MAX:
@@ -146,7 +151,43 @@ class PackWriter:
         buffer += body
         buffer += _pack_check(_xxh3_64(body))
         buffer += payload
+        if len(buffer) >= _BUFFER_MAX:
+            self._set_buffer_aside()
         return offset
+
+    def append_one_chunk_object(self, oid: bytes, codec: int, raw_len: int, payload: Part, checksum: int,
+                                manifest: bytes) -> int:
+        """The chunk record of a one-chunk object (chunk id = object id ``oid``) and then its manifest
+        record, as two :meth:`append_small` calls would write them; return the chunk record's offset.
+
+        The manifest record follows at that offset + ``RECORD_HEADER_LEN`` + ``len(payload)``.
+        ``payload`` is under ``SMALL_RECORD_MAX`` bytes (the caller checks). The write path's
+        per-object form for small objects: one call instead of two.
+        """
+        buffer = self._buffer
+        offset = self._file_end + self._parts_len + len(buffer)
+        stored_len = len(payload)
+        manifest_len = len(manifest)
+        body = _pack_body(RECORD_MAGIC, _CHUNK, codec, 0, stored_len, raw_len, oid, checksum)
+        buffer += body
+        buffer += _pack_check(_xxh3_64(body))
+        buffer += payload
+        body = _pack_body(RECORD_MAGIC, _MANIFEST, 0, 0, manifest_len, manifest_len, oid,
+                          _xxh3_64(manifest))
+        buffer += body
+        buffer += _pack_check(_xxh3_64(body))
+        buffer += manifest
+        toc = self._toc
+        toc.append((_CHUNK, codec, offset, stored_len, raw_len, oid))
+        toc.append((_MANIFEST, 0, offset + RECORD_HEADER_LEN + stored_len, manifest_len, manifest_len, oid))
+        if len(buffer) >= _BUFFER_MAX:
+            self._set_buffer_aside()
+        return offset
+
+    def _set_buffer_aside(self) -> None:
+        self._parts.append(self._buffer)
+        self._parts_len += len(self._buffer)
+        self._buffer = bytearray()
 
     def take(self) -> tuple[int, list[Part], int]:
         """Hand over the pending records: (file offset, their bytes in order, end offset, a record

@@ -22,6 +22,8 @@ _SAMPLE = 8 * 1024
 _SAMPLED_FROM = 128 * 1024
 _MIN_COMPRESS = 64
 _KEEP_IF_BELOW = 0.97  # keep a compressed form only if it saves at least 3%
+#: Codecs as plain ints for the per-record path (an IntEnum member in a tuple keeps it tracked by the GC).
+_RAW, _ZSTD = int(Codec.RAW), int(Codec.ZSTD)
 
 
 class CodecSet:
@@ -77,20 +79,20 @@ class CodecSet:
         worker thread compressing small records does not wait for the GIL between records.
         """
         if self.mode == "none":
-            return [(Codec.RAW, d) for d in datas]
+            return [(_RAW, d) for d in datas]
         assert all(len(d) < _SAMPLED_FROM for d in datas)
         worth: list[bytes | bytearray | memoryview] = [d for d in datas if len(d) >= _MIN_COMPRESS]
         frames = iter(self._compressor().multi_compress_to_buffer(worth, threads=1) if worth else ())
         out: list[tuple[int, bytes | memoryview]] = []
         for d in datas:
             if len(d) < _MIN_COMPRESS:
-                out.append((Codec.RAW, d))
+                out.append((_RAW, d))
                 continue
             frame = next(frames)
             if len(frame) >= len(d) * _KEEP_IF_BELOW:
-                out.append((Codec.RAW, d))
+                out.append((_RAW, d))
             else:
-                out.append((Codec.ZSTD, frame.tobytes()))
+                out.append((_ZSTD, frame.tobytes()))
         return out
 
     def decode(self, codec: int, stored: bytes, raw_len: int, *, where: str) -> bytes:
