@@ -258,6 +258,8 @@ def encode_metadata(metadata: dict[str, Any]) -> bytes:
 # TOC entry: kind B | codec B | offset Q | stored_len I | raw_len I | id 32s  (the seq of manifests and
 # tombstones is inside their payload; the TOC is for finding records, not for replacing them).
 _TOC_ENTRY = struct.Struct("<BBQII32s")
+#: One TOC entry's layout, for writers that encode entries as they append records.
+TOC_ENTRY_LAYOUT = _TOC_ENTRY
 # Footer: magic 8s | toc_offset Q | toc_len Q | record_count Q | pack xxh3_128 16s | footer xxh3 Q
 _FOOTER = struct.Struct("<8sQQQ16s")
 FOOTER_LEN = _FOOTER.size + 8

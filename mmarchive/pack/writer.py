@@ -26,6 +26,7 @@ from mmarchive.pack.format import (
     RECORD_HEADER_CHECK,
     RECORD_HEADER_LEN,
     RECORD_MAGIC,
+    TOC_ENTRY_LAYOUT,
     Footer,
     PackHeader,
     RecordHeader,
@@ -46,6 +47,7 @@ _IOV_MAX = 1024  # the most buffers one pwritev takes (Linux's IOV_MAX)
 Part = bytes | bytearray | memoryview
 
 _pack_body, _pack_check = RECORD_HEADER_BODY.pack, RECORD_HEADER_CHECK.pack
+_pack_toc_entry = TOC_ENTRY_LAYOUT.pack
 _xxh3_64 = xxhash.xxh3_64_intdigest
 _CHUNK, _MANIFEST = int(RecordKind.CHUNK), int(RecordKind.MANIFEST)
 
@@ -81,7 +83,7 @@ class PackWriter:
     """Appends records to one pack file."""
 
     def __init__(self, fd: int, header: PackHeader, name: str, *, offset: int,
-                 toc: list[tuple[int, int, int, int, int, bytes]], hasher: xxhash.xxh3_128) -> None:
+                 toc: Sequence[tuple[int, int, int, int, int, bytes]], hasher: xxhash.xxh3_128) -> None:
         self.fd = fd
         self.header = header
         self.name = name
@@ -90,7 +92,10 @@ class PackWriter:
         self._parts: list[Part] = []
         self._parts_len = 0
         self._buffer = bytearray()
-        self._toc = toc
+        #: The table of contents so far, encoded: thousands of entry tuples held until the seal would
+        #: only give the cyclic GC more to walk.
+        self._toc = bytearray(encode_toc(toc))
+        self._toc_count = len(toc)
         self._hasher = hasher
 
     @classmethod
@@ -122,9 +127,8 @@ class PackWriter:
         """
         offset = self.size
         head = encode_record_header(kind, codec, len(payload), raw_len, rid, checksum)
-        # A TocEntry's fields, as plain ints: a tuple holding an enum member (RecordKind, Codec) stays
-        # tracked by the cyclic GC, and a pack of small objects keeps tens of thousands of these.
-        self._toc.append((int(kind), int(codec), offset, len(payload), raw_len, rid))
+        self._toc += _pack_toc_entry(kind, codec, offset, len(payload), raw_len, rid)
+        self._toc_count += 1
         if len(payload) < _DIRECT_WRITE:
             self._buffer += head
             self._buffer += payload
@@ -147,7 +151,8 @@ class PackWriter:
         offset = self._file_end + self._parts_len + len(buffer)
         stored_len = len(payload)
         body = _pack_body(RECORD_MAGIC, kind, codec, 0, stored_len, raw_len, rid, checksum)
-        self._toc.append((kind, codec, offset, stored_len, raw_len, rid))
+        self._toc += _pack_toc_entry(kind, codec, offset, stored_len, raw_len, rid)
+        self._toc_count += 1
         buffer += body
         buffer += _pack_check(_xxh3_64(body))
         buffer += payload
@@ -178,8 +183,10 @@ class PackWriter:
         buffer += _pack_check(_xxh3_64(body))
         buffer += manifest
         toc = self._toc
-        toc.append((_CHUNK, codec, offset, stored_len, raw_len, oid))
-        toc.append((_MANIFEST, 0, offset + RECORD_HEADER_LEN + stored_len, manifest_len, manifest_len, oid))
+        toc += _pack_toc_entry(_CHUNK, codec, offset, stored_len, raw_len, oid)
+        toc += _pack_toc_entry(_MANIFEST, 0, offset + RECORD_HEADER_LEN + stored_len, manifest_len,
+                               manifest_len, oid)
+        self._toc_count += 2
         if len(buffer) >= _BUFFER_MAX:
             self._set_buffer_aside()
         return offset
@@ -220,7 +227,7 @@ class PackWriter:
 
     def seal(self) -> int:
         """Append the table of contents and the footer, sync, and return the final size."""
-        toc_payload = encode_toc(self._toc)
+        toc_payload = bytes(self._toc)
         toc_offset = self.size
         head = RecordHeader(RecordKind.TOC, 0, len(toc_payload), len(toc_payload), bytes(32),
                             xxhash.xxh3_64_intdigest(toc_payload)).encode()
@@ -228,7 +235,7 @@ class PackWriter:
         self._buffer += toc_payload
         self.flush()
         footer = Footer(toc_offset=toc_offset, toc_len=len(head) + len(toc_payload),
-                        record_count=len(self._toc), pack_checksum=self._hasher.digest())
+                        record_count=self._toc_count, pack_checksum=self._hasher.digest())
         write_all(self.fd, [footer.encode()], self._file_end, what=f"pack {self.name}")
         self._file_end += FOOTER_LEN
         end = self._file_end
