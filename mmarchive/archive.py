@@ -80,7 +80,7 @@ from mmarchive.records import (
     tuple_maker,
 )
 from mmarchive.store.chunking import Chunker
-from mmarchive.store.chunks import PreparedChunk, content_id, encode_chunk, encode_small_chunks
+from mmarchive.store.chunks import PreparedChunk, content_id, content_ids, encode_chunk, encode_small_chunks
 from mmarchive.store.codec import CodecSet
 from mmarchive.store.sources import Source, as_bytes, open_source
 from mmarchive.tiers.base import PackFile
@@ -476,7 +476,7 @@ class Archive:
         """The content ids of whole objects and what the index holds for them (one read transaction)."""
         write = self._write
         assert write is not None
-        cids = [content_id(view) for view, _tenant, _cuts in views]
+        cids = content_ids([view for view, _tenant, _cuts in views])
         prefixes: dict[str, bytes] = {}  # (the tenant prefix of scoped_key, once per tenant)
         keys = []
         for cid, (_view, tenant, _cuts) in zip(cids, views, strict=True):

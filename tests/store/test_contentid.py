@@ -6,11 +6,12 @@ import os
 import threading
 
 import blake3
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from mmarchive._native import contentid
-from mmarchive.store.chunks import content_id
+from mmarchive.store.chunks import content_id, content_ids
 
 # BLAKE3 works in 1 KiB chunks and SIMD batches of up to 16 of them: lengths on both sides of each
 # boundary, and the size where the GIL is let go.
@@ -64,3 +65,22 @@ def test_threads_hash_large_inputs_at_once() -> None:
     for t in threads:
         t.join()
     assert got == {i: blake3.blake3(d).digest() for i, d in enumerate(inputs)}
+
+
+@given(st.lists(st.binary(max_size=5000), max_size=40), st.sampled_from([bytes, bytearray, memoryview]))
+def test_a_batch_matches_the_reference_item_by_item(datas: list[bytes], kind: type) -> None:
+    items = [kind(d) for d in datas]
+    assert content_ids(items) == [blake3.blake3(d).digest() for d in datas]
+
+
+def test_a_batch_large_enough_to_let_the_gil_go() -> None:
+    datas = [os.urandom(4096) for _ in range(40)] + [os.urandom(200_000)]  # over GIL_FREE_FROM in all
+    views = [memoryview(d)[1:] for d in datas]
+    assert contentid.blake3_256_many(views) == [blake3.blake3(v).digest() for v in views]
+
+
+def test_a_batch_refuses_what_is_not_bytes_and_releases_what_it_took() -> None:
+    data = bytearray(b"abc")
+    with pytest.raises(TypeError):
+        contentid.blake3_256_many([data, "text"])  # type: ignore[list-item]
+    data.extend(b"more")  # a buffer still held would refuse to resize
