@@ -75,7 +75,7 @@ def test_a_batch_matches_the_reference_item_by_item(datas: list[bytes], kind: ty
 
 def test_a_batch_large_enough_to_let_the_gil_go() -> None:
     datas = [os.urandom(4096) for _ in range(40)] + [os.urandom(200_000)]  # over GIL_FREE_FROM in all
-    views = [memoryview(d)[1:] for d in datas]
+    views: list[bytes | bytearray | memoryview] = [memoryview(d)[1:] for d in datas]
     assert contentid.blake3_256_many(views) == [blake3.blake3(v).digest() for v in views]
 
 
