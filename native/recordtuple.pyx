@@ -15,7 +15,10 @@ those the classes build themselves and checks what is tracked.
 """
 
 from cpython.object cimport PyObject, PyTypeObject
-from cpython.tuple cimport PyTuple_Check, PyTuple_CheckExact, PyTuple_GET_ITEM, PyTuple_GET_SIZE
+from cpython.ref cimport Py_INCREF
+from cpython.tuple cimport (PyTuple_Check, PyTuple_CheckExact, PyTuple_GET_ITEM, PyTuple_GET_SIZE,
+                            PyTuple_SET_ITEM)
+from cpython.type cimport PyType_IsSubtype
 
 
 cdef extern from "Python.h":
@@ -47,10 +50,31 @@ cdef bint _untrack_if_atomic(object t, int depth):
     return True
 
 
+ctypedef object (*_alloc_record)(type cls, Py_ssize_t n)
+
+cdef extern from "Python.h":
+    # The slots of a type object this module reads (Cython's own declaration leaves them out).
+    ctypedef struct _TypeSlots "PyTypeObject":
+        void *tp_alloc
+        Py_ssize_t tp_dictoffset
+
+
 def make_record(type cls, tuple values):
     """``cls`` (a NamedTuple class) built from ``values``, all its fields in order; untracked by the GC
-    if nothing in it can hold a reference cycle."""
-    record = tuple.__new__(cls, values)
-    if (<PyTypeObject *>cls).tp_dictoffset == 0:
+    if nothing in it can hold a reference cycle.
+
+    The record is allocated by its class and filled directly (``tuple.__new__`` would first copy
+    ``values`` into a tuple of its own).
+    """
+    if not PyType_IsSubtype(cls, tuple):
+        raise TypeError(f"{cls.__name__} is not a tuple type")
+    cdef Py_ssize_t i, n = PyTuple_GET_SIZE(values)
+    record = (<_alloc_record>(<_TypeSlots *>cls).tp_alloc)(cls, n)
+    cdef object item
+    for i in range(n):
+        item = <object>PyTuple_GET_ITEM(values, i)
+        Py_INCREF(item)
+        PyTuple_SET_ITEM(record, i, item)
+    if (<_TypeSlots *>cls).tp_dictoffset == 0:
         _untrack_if_atomic(record, 2)
     return record

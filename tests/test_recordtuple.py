@@ -103,3 +103,11 @@ def test_records_with_a_dict_are_never_untracked() -> None:
 
     record = make_record(WithDict, (1, 2))
     assert record == (1, 2) and type(record) is WithDict and gc.is_tracked(record)
+
+
+def test_only_tuple_types_are_built() -> None:
+    import pytest
+
+    with pytest.raises(TypeError):
+        make_record(dict, (1, 2))
+    assert make_record(tuple, (1, "a")) == (1, "a") and not gc.is_tracked(make_record(tuple, (1, "a")))
