@@ -82,7 +82,7 @@ from mmarchive.records import (
 from mmarchive.store.chunking import Chunker
 from mmarchive.store.chunks import PreparedChunk, content_id, content_ids, encode_chunk, encode_small_chunks
 from mmarchive.store.codec import CodecSet
-from mmarchive.store.sources import Source, as_bytes, open_source
+from mmarchive.store.sources import ObjectBytes, Source, as_bytes, open_source
 from mmarchive.tiers.base import PackFile
 from mmarchive.tiers.local import LocalTier, fsync_directory
 from mmarchive.tiers.recall import RECALL_DIR, RecallCache, RecallStats
@@ -372,7 +372,7 @@ class Archive:
         max_window = self._worker_count + 2
         # Batches of small objects being prepared on the pool, staged in input order.
         window: deque[tuple[Future[list[_Prepared]], list[PutItem | None]]] = deque()
-        batch_views: list[tuple[memoryview, str, tuple[int, ...]]] = []
+        batch_views: list[tuple[ObjectBytes, str, tuple[int, ...]]] = []
         batch_items: list[PutItem | None] = []  # None: a plain source with the call's defaults
         default_meta = _plain_metadata(metadata)
         batch_bytes = 0
@@ -436,7 +436,7 @@ class Archive:
                     cuts = raw.cuts
                 else:
                     item, source, item_tenant, cuts = None, raw, tenant, ()
-                view = as_bytes(source)
+                view: ObjectBytes | None = source if type(source) is bytes else as_bytes(source)
                 if view is not None and len(view) <= threshold:
                     batch_views.append((view, item_tenant, cuts))
                     batch_items.append(item)
@@ -471,7 +471,7 @@ class Archive:
             while done:
                 yield done.popleft()[0]
 
-    def _look_up_whole(self, views: list[tuple[memoryview, str, tuple[int, ...]]]
+    def _look_up_whole(self, views: list[tuple[ObjectBytes, str, tuple[int, ...]]]
                        ) -> tuple[list[bytes], list[IndexView]]:
         """The content ids of whole objects and what the index holds for them (one read transaction)."""
         write = self._write
@@ -486,7 +486,7 @@ class Archive:
             keys.append(prefix + cid)
         return cids, write.look_up_many(keys)
 
-    def _prepare_many(self, views: list[tuple[memoryview, str, tuple[int, ...]]]) -> list[_Prepared]:
+    def _prepare_many(self, views: list[tuple[ObjectBytes, str, tuple[int, ...]]]) -> list[_Prepared]:
         """Hash (and compress unless stored) a batch of small objects, with one index look-up.
 
         Compressing only what is not stored yet makes a resend cost one hash and one look-up.
@@ -498,7 +498,7 @@ class Archive:
         return [PreparedPart(cid, view, None if s.chunk_known else encode_chunk(codecs, cid, view), s)
                 for cid, (view, _tenant, _cuts), s in zip(cids, views, seen, strict=True)]
 
-    def _prepare_small_batch(self, views: list[tuple[memoryview, str, tuple[int, ...]]],
+    def _prepare_small_batch(self, views: list[tuple[ObjectBytes, str, tuple[int, ...]]],
                              pool: ThreadPoolExecutor) -> Future[list[_Prepared]]:
         """Prepare a batch of objects under ``parallel_threshold``: compression on the pool.
 
@@ -518,7 +518,7 @@ class Archive:
             return done
         return pool.submit(self._prepared_parts, cids, views, seen, new)
 
-    def _prepared_parts(self, cids: list[bytes], views: list[tuple[memoryview, str, tuple[int, ...]]],
+    def _prepared_parts(self, cids: list[bytes], views: list[tuple[ObjectBytes, str, tuple[int, ...]]],
                         seen: list[IndexView], new: list[int]) -> list[_Prepared]:
         """Whole small objects with the records of those at ``new`` encoded in one batch."""
         if len(new) == len(views):  # (the usual case: every object is new)
@@ -532,7 +532,7 @@ class Archive:
         return [_new_part((cid, view, chunk, s))
                 for cid, (view, _tenant, _cuts), chunk, s in zip(cids, views, encoded, seen, strict=True)]
 
-    def _prepare_parted(self, views: list[tuple[memoryview, str, tuple[int, ...]]]) -> list[_Prepared]:
+    def _prepare_parted(self, views: list[tuple[ObjectBytes, str, tuple[int, ...]]]) -> list[_Prepared]:
         """Like :meth:`_prepare_many`, for a batch in which some objects come cut into pieces.
 
         One look-up per object key, and one per piece of the cut objects (an uncut object's one
@@ -543,7 +543,7 @@ class Archive:
         plans: list[tuple[bytes, list[tuple[bytes, memoryview]]]] = []
         for view, _tenant, cuts in views:
             plans.append((content_id(view),
-                          [(content_id(p), p) for p in _pieces(view, cuts)] if cuts else []))
+                          [(content_id(p), p) for p in _pieces(memoryview(view), cuts)] if cuts else []))
         objects_seen = write.look_up_many([scoped_key(tenant, oid)
                                            for (_v, tenant, _c), (oid, _p) in zip(views, plans, strict=True)])
         pieces_seen = iter(write.look_up_many([scoped_key(tenant, cid)
@@ -552,7 +552,7 @@ class Archive:
                                                for cid, _piece in pieces]))
         codecs = self.codecs
 
-        def prepared(cid: bytes, data: memoryview, s: IndexView) -> PreparedPart:
+        def prepared(cid: bytes, data: ObjectBytes, s: IndexView) -> PreparedPart:
             return PreparedPart(cid, data, None if s.chunk_known else encode_chunk(codecs, cid, data), s)
 
         out: list[_Prepared] = []

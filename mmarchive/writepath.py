@@ -66,6 +66,7 @@ from mmarchive.pack.writer import SMALL_RECORD_MAX, PackWriter, write_all
 from mmarchive.records import tuple_maker
 from mmarchive.store.chunks import PreparedChunk, encode_chunk
 from mmarchive.store.codec import CodecSet
+from mmarchive.store.sources import ObjectBytes
 from mmarchive.tiers.base import Tier
 from mmarchive.tiers.local import LocalTier
 
@@ -128,7 +129,7 @@ class PreparedPart(NamedTuple):
     """
 
     cid: bytes
-    view: memoryview
+    view: ObjectBytes
     chunk: PreparedChunk | None
     seen: IndexView | None = None
 
@@ -403,7 +404,7 @@ class WritePath:
             seen = self.look_up_many([key])[0]
         return (ObjectEntry.decode(seen.object_raw) if seen.object_raw is not None else None), seen
 
-    def stage_whole_object(self, tenant: str, group: str, oid: bytes, data: memoryview,
+    def stage_whole_object(self, tenant: str, group: str, oid: bytes, data: ObjectBytes,
                            chunk: PreparedChunk | None, codecs: CodecSet,
                            metadata: bytes | None,
                            seen: IndexView | None = None) -> tuple[ObjectEntry, bool, int]:
@@ -495,7 +496,7 @@ class WritePath:
             self._batch.ticket = ticket
         return out
 
-    def _stage_whole_locked(self, tenant: str, group: str, key: bytes, oid: bytes, data: memoryview,
+    def _stage_whole_locked(self, tenant: str, group: str, key: bytes, oid: bytes, data: ObjectBytes,
                             chunk: PreparedChunk | None, codecs: CodecSet, metadata: bytes | None,
                             seen: IndexView | None) -> tuple[ObjectEntry, bool, int]:
         """The body of :meth:`stage_whole_object` (lock held)."""

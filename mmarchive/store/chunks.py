@@ -7,6 +7,7 @@ compression run without the GIL, so the archive can prepare chunks on worker thr
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import NamedTuple
 
 import blake3
@@ -15,6 +16,7 @@ import xxhash
 from mmarchive._native.contentid import GIL_FREE_FROM, blake3_256, blake3_256_many
 from mmarchive.records import tuple_maker
 from mmarchive.store.codec import CodecSet
+from mmarchive.store.sources import ObjectBytes
 
 
 class PreparedChunk(NamedTuple):
@@ -55,7 +57,7 @@ _new_chunk = tuple_maker(PreparedChunk)
 
 
 def encode_small_chunks(codecs: CodecSet, cids: list[bytes],
-                        datas: list[memoryview]) -> list[PreparedChunk]:
+                        datas: Sequence[ObjectBytes]) -> list[PreparedChunk]:
     """:func:`encode_chunk` for many chunks under 128 KiB, compressed in one GIL-free call."""
     xxh3 = xxhash.xxh3_64_intdigest
     return [_new_chunk((cid, len(data), codec, stored, xxh3(stored)))

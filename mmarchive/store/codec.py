@@ -11,12 +11,14 @@ carries its content checksum, so decoding also verifies the plaintext. Compresso
 from __future__ import annotations
 
 import threading
+from collections.abc import Sequence
 
 import zstandard
 
 from mmarchive._native.byteshuffle import shuffle2, unshuffle2
 from mmarchive.errors import IntegrityError
 from mmarchive.pack.format import Codec
+from mmarchive.store.sources import ObjectBytes
 
 _SAMPLE = 8 * 1024
 _SAMPLED_FROM = 128 * 1024
@@ -72,7 +74,7 @@ class CodecSet:
             return Codec.RAW, data
         return codec, stored
 
-    def encode_small_many(self, datas: list[memoryview]) -> list[tuple[int, bytes | memoryview]]:
+    def encode_small_many(self, datas: Sequence[ObjectBytes]) -> list[tuple[int, bytes | memoryview]]:
         """Like :meth:`encode` for many records each under 128 KiB, in one call free of the GIL.
 
         zstd compresses the whole batch in one C call (the same frames :meth:`encode` writes), so a

@@ -66,6 +66,11 @@ class _FileStream:
         return bytes(data)
 
 
+#: A small object's bytes as put_many holds them: a ``bytes`` source as it was given (no view to make,
+#: and nothing for the cyclic GC to track while it is in flight), or a flat byte view of another one.
+ObjectBytes = bytes | memoryview
+
+
 def as_bytes(source: object) -> memoryview | None:
     """Return a flat byte view of ``source`` if it is bytes-like, else None."""
     if isinstance(source, (bytes, bytearray, memoryview)):
