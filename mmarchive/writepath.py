@@ -773,34 +773,33 @@ class WritePath:
 
         put, encode_chunk_entry = txn.put, ChunkEntry.encode_fields
         for key, change in batch.chunks.items():
-            new = change.new
+            tenant, new, raw_len, codec, delta = change
             if new is not None:
                 pack_id, _offset, stored_len = new
                 records[pack_id] = records.get(pack_id, 0) + 1
                 # A chunk record is written only for a key the index lacks: insert it without a
                 # look-up, falling back to the general path if it is there after all. (Positional
                 # arguments: dupdata, overwrite, append, db; keywords cost a third more per call.)
-                delta = change.refs_delta
-                if delta >= 0 and put(key, encode_chunk_entry(new, change.raw_len, change.codec, delta),
-                                      True, False, False, db_c):
+                if delta >= 0 and put(key, encode_chunk_entry(new, raw_len, codec, delta), True, False,
+                                      False, db_c):
                     if delta:
                         live[pack_id] = live.get(pack_id, 0) + hdr + stored_len
-                        t = totals.get(change.tenant)
+                        t = totals.get(tenant)
                         if t is None:
-                            t = totals[change.tenant] = [0, 0, 0, 0, 0]
+                            t = totals[tenant] = [0, 0, 0, 0, 0]
                         t[2] += 1
-                        t[3] += change.raw_len
+                        t[3] += raw_len
                         t[4] += stored_len
                     continue
             raw = txn.get(key, db=db_c)
             if raw is not None:
                 cur = ChunkEntry.decode(raw)
             elif new is not None:
-                cur = ChunkEntry(new, change.raw_len, change.codec, 0)
+                cur = ChunkEntry(new, raw_len, codec, 0)
             else:
                 raise IntegrityError(f"chunk {key.hex()} is referenced but was never stored; run "
                                      "`mmarchive reindex`")
-            refs = cur.refs + change.refs_delta
+            refs = cur.refs + delta
             if refs < 0:
                 raise IntegrityError(f"chunk {key.hex()} would get a negative reference count; "
                                      "run `mmarchive reindex`")
@@ -808,9 +807,9 @@ class WritePath:
                 sign = 1 if refs else -1
                 loc = cur.record
                 live[loc.pack] = live.get(loc.pack, 0) + sign * (hdr + loc.stored_len)
-                t = totals.get(change.tenant)
+                t = totals.get(tenant)
                 if t is None:
-                    t = totals[change.tenant] = [0, 0, 0, 0, 0]
+                    t = totals[tenant] = [0, 0, 0, 0, 0]
                 t[2] += sign
                 t[3] += sign * cur.raw_len
                 t[4] += sign * loc.stored_len
