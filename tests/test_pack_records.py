@@ -6,6 +6,7 @@ import os
 import tempfile
 from pathlib import Path
 
+import pytest
 import xxhash
 from hypothesis import given
 from hypothesis import strategies as st
@@ -21,7 +22,7 @@ from mmarchive.pack.format import (
     encode_manifest_payload,
     encode_metadata,
 )
-from mmarchive.pack.writer import SMALL_RECORD_MAX, PackWriter
+from mmarchive.pack.writer import SMALL_RECORD_MAX, PackWriter, write_all
 
 _tenants = st.from_regex(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}", fullmatch=True)
 _metadata = st.dictionaries(st.text(max_size=8), st.one_of(st.integers(), st.text(max_size=20)),
@@ -132,3 +133,20 @@ def test_batched_small_objects_across_packs_and_commits(tmp_path: Path) -> None:
     with Archive.open(tmp_path / "a") as a:
         assert a.stats().objects == 401
         assert a.get(infos[-1].id) == items[-1]
+
+
+def test_write_all_finishes_short_writes(monkeypatch: pytest.MonkeyPatch) -> None:
+    """pwritev may write less than asked: write_all goes on from where it stopped, part by part."""
+    real = os.pwritev
+
+    def short(fd: int, buffers: list[memoryview], offset: int) -> int:
+        return real(fd, [memoryview(buffers[0])[:777]], offset)  # at most 777 bytes of the first part
+
+    parts: list[bytes | bytearray | memoryview] = [os.urandom(n) for _ in range(300) for n in (0, 1, 2000, 777, 5000)]
+    with tempfile.TemporaryDirectory() as base:
+        fd = os.open(Path(base) / "f", os.O_RDWR | os.O_CREAT, 0o644)
+        monkeypatch.setattr(os, "pwritev", short)
+        write_all(fd, parts, 10, what="test file")
+        monkeypatch.undo()
+        os.close(fd)
+        assert (Path(base) / "f").read_bytes() == bytes(10) + b"".join(bytes(p) for p in parts)

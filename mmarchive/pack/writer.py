@@ -62,16 +62,17 @@ def _immutable(payload: Part) -> bool:
 def write_all(fd: int, parts: list[Part], offset: int, *, what: str) -> None:
     """Write every byte of ``parts`` to ``fd`` at ``offset`` (positional; handles short writes)."""
     views = [memoryview(p) for p in parts if len(p)]
+    i = 0  # the first view not wholly written (an index: popping the front of a long list is slow)
     try:
-        while views:
-            n = os.pwritev(fd, views[:_IOV_MAX], offset)
+        while i < len(views):
+            n = os.pwritev(fd, views[i:i + _IOV_MAX], offset)
             offset += n
-            while n and views:
-                if n >= len(views[0]):
-                    n -= len(views[0])
-                    views.pop(0)
+            while n and i < len(views):
+                if n >= len(views[i]):
+                    n -= len(views[i])
+                    i += 1
                 else:
-                    views[0] = views[0][n:]
+                    views[i] = views[i][n:]
                     n = 0
     except OSError as e:
         raise StorageError(f"writing {what} failed: {e.strerror or e}; free space or fix the storage, "
@@ -207,9 +208,9 @@ class PackWriter:
             parts.append(self._buffer)
             self._buffer = bytearray()
         self._parts, self._parts_len = [], 0
-        hasher = self._hasher
+        update = self._hasher.update
         for part in parts:  # the pack checksum covers the bytes in file order
-            hasher.update(part)
+            update(part)
             self._file_end += len(part)
         return offset, parts, self._file_end
 
