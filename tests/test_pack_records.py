@@ -142,7 +142,8 @@ def test_write_all_finishes_short_writes(monkeypatch: pytest.MonkeyPatch) -> Non
     def short(fd: int, buffers: list[memoryview], offset: int) -> int:
         return real(fd, [memoryview(buffers[0])[:777]], offset)  # at most 777 bytes of the first part
 
-    parts: list[bytes | bytearray | memoryview] = [os.urandom(n) for _ in range(300) for n in (0, 1, 2000, 777, 5000)]
+    parts: list[bytes | bytearray | memoryview] = [os.urandom(n) for _ in range(300)
+                                                   for n in (0, 1, 2000, 777, 5000)]
     with tempfile.TemporaryDirectory() as base:
         fd = os.open(Path(base) / "f", os.O_RDWR | os.O_CREAT, 0o644)
         monkeypatch.setattr(os, "pwritev", short)
