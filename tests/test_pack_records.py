@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -44,43 +46,43 @@ def _writer(path: Path) -> PackWriter:
     return PackWriter.create(fd, PackHeader(bytes(16), "t", "", 1), path.name)
 
 
+@contextlib.contextmanager
+def _same_packs() -> Iterator[tuple[PackWriter, PackWriter]]:
+    """Two new pack writers (the reference, the one tested); sealed on exit, their files must be equal."""
+    with tempfile.TemporaryDirectory() as base:
+        paths = [Path(base) / f"pack-{i}" for i in range(2)]
+        writers = _writer(paths[0]), _writer(paths[1])
+        yield writers
+        assert writers[0].seal() == writers[1].seal()
+        for w in writers:
+            os.close(w.fd)
+        assert paths[0].read_bytes() == paths[1].read_bytes()
+
+
 @given(st.lists(st.tuples(st.sampled_from([RecordKind.CHUNK, RecordKind.MANIFEST]), st.integers(0, 2),
                           st.binary(min_size=32, max_size=32), st.integers(0, 2**32 - 1),
                           st.binary(max_size=300), _u64), max_size=8))
 def test_append_small_writes_what_append_writes(
         records: list[tuple[RecordKind, int, bytes, int, bytes, int]]) -> None:
-    with tempfile.TemporaryDirectory() as base:
-        paths = [Path(base) / f"pack-{i}" for i in range(2)]
-        reference, fast = _writer(paths[0]), _writer(paths[1])
+    with _same_packs() as (reference, fast):
         for kind, codec, rid, raw_len, payload, checksum in records:
             at = reference.append(kind, codec, rid, raw_len, payload, checksum)
             assert fast.append_small(int(kind), codec, rid, raw_len, payload, checksum) == at
             assert RecordHeader.decode(bytes(fast._buffer[at - fast._file_end:][:RECORD_HEADER_LEN])) \
                 == RecordHeader(int(kind), codec, len(payload), raw_len, rid, checksum)
-        sizes = [w.seal() for w in (reference, fast)]
-        assert sizes[0] == sizes[1]
-        assert paths[0].read_bytes() == paths[1].read_bytes()
-        for w in (reference, fast):
-            os.close(w.fd)
 
 
 @given(st.lists(st.tuples(st.binary(min_size=32, max_size=32), st.integers(0, 2), st.integers(0, 2**32 - 1),
                           st.binary(max_size=300), _u64, st.binary(max_size=200)), max_size=6))
 def test_one_chunk_object_is_two_small_records(
         objects: list[tuple[bytes, int, int, bytes, int, bytes]]) -> None:
-    with tempfile.TemporaryDirectory() as base:
-        paths = [Path(base) / f"pack-{i}" for i in range(2)]
-        reference, fast = _writer(paths[0]), _writer(paths[1])
+    with _same_packs() as (reference, fast):
         for oid, codec, raw_len, payload, checksum, manifest in objects:
             at = reference.append_small(int(RecordKind.CHUNK), codec, oid, raw_len, payload, checksum)
             manifest_at = reference.append_small(int(RecordKind.MANIFEST), 0, oid, len(manifest), manifest,
                                                  xxhash.xxh3_64_intdigest(manifest))
             assert fast.append_one_chunk_object(oid, codec, raw_len, payload, checksum, manifest) == at
             assert manifest_at == at + RECORD_HEADER_LEN + len(payload) and fast.size == reference.size
-        assert reference.seal() == fast.seal()
-        assert paths[0].read_bytes() == paths[1].read_bytes()
-        for w in (reference, fast):
-            os.close(w.fd)
 
 
 def test_buffered_records_past_a_buffer_of_a_mib_write_the_same_file() -> None:
