@@ -133,10 +133,6 @@ _CODECS = frozenset(int(c) for c in Codec)
 
 
 _HEADER_CHECK = struct.Struct("<Q")
-#: The record header's checksummed part and the checksum after it, for writers that encode headers
-#: in place (see PackWriter.append_small); :func:`encode_record_header` is the reference.
-RECORD_HEADER_BODY = _RECORD
-RECORD_HEADER_CHECK = _HEADER_CHECK
 
 
 def encode_record_header(kind: int, codec: int, stored_len: int, raw_len: int, rid: bytes,

@@ -22,10 +22,7 @@ import xxhash
 from mmarchive.errors import StorageError
 from mmarchive.pack.format import (
     FOOTER_LEN,
-    RECORD_HEADER_BODY,
-    RECORD_HEADER_CHECK,
     RECORD_HEADER_LEN,
-    RECORD_MAGIC,
     TOC_ENTRY_LAYOUT,
     Footer,
     PackHeader,
@@ -46,7 +43,6 @@ _IOV_MAX = 1024  # the most buffers one pwritev takes (Linux's IOV_MAX)
 
 Part = bytes | bytearray | memoryview
 
-_pack_body, _pack_check = RECORD_HEADER_BODY.pack, RECORD_HEADER_CHECK.pack
 _pack_toc_entry = TOC_ENTRY_LAYOUT.pack
 _xxh3_64 = xxhash.xxh3_64_intdigest
 _CHUNK, _MANIFEST = int(RecordKind.CHUNK), int(RecordKind.MANIFEST)
@@ -126,16 +122,12 @@ class PackWriter:
         ``keep``: a large immutable payload may be kept by reference until the next :meth:`take`;
         False writes it now (a caller staging many large records before any take bounds its memory).
         """
+        if len(payload) < _DIRECT_WRITE:
+            return self.append_small(int(kind), int(codec), rid, raw_len, payload, checksum)
         offset = self.size
         head = encode_record_header(kind, codec, len(payload), raw_len, rid, checksum)
         self._toc += _pack_toc_entry(kind, codec, offset, len(payload), raw_len, rid)
         self._toc_count += 1
-        if len(payload) < _DIRECT_WRITE:
-            self._buffer += head
-            self._buffer += payload
-            if len(self._buffer) >= _BUFFER_MAX:
-                self._set_buffer_aside()
-            return offset
         if self._buffer:
             self._set_buffer_aside()
         self._parts += (head, payload)
@@ -150,12 +142,9 @@ class PackWriter:
         is always buffered; ``kind`` and ``codec`` are plain ints. The write path's per-object form."""
         buffer = self._buffer
         offset = self._file_end + self._parts_len + len(buffer)
-        stored_len = len(payload)
-        body = _pack_body(RECORD_MAGIC, kind, codec, 0, stored_len, raw_len, rid, checksum)
-        self._toc += _pack_toc_entry(kind, codec, offset, stored_len, raw_len, rid)
+        self._toc += _pack_toc_entry(kind, codec, offset, len(payload), raw_len, rid)
         self._toc_count += 1
-        buffer += body
-        buffer += _pack_check(_xxh3_64(body))
+        buffer += encode_record_header(kind, codec, len(payload), raw_len, rid, checksum)
         buffer += payload
         if len(buffer) >= _BUFFER_MAX:
             self._set_buffer_aside()
@@ -163,25 +152,18 @@ class PackWriter:
 
     def append_one_chunk_object(self, oid: bytes, codec: int, raw_len: int, payload: Part, checksum: int,
                                 manifest: bytes) -> int:
-        """The chunk record of a one-chunk object (chunk id = object id ``oid``) and then its manifest
-        record, as two :meth:`append_small` calls would write them; return the chunk record's offset.
+        """The chunk record of a one-chunk object (chunk id = object id ``oid``), then its manifest
+        record; return the chunk record's offset.
 
         The manifest record follows at that offset + ``RECORD_HEADER_LEN`` + ``len(payload)``.
-        ``payload`` is under ``SMALL_RECORD_MAX`` bytes (the caller checks). The write path's
-        per-object form for small objects: one call instead of two.
+        ``payload`` is under ``SMALL_RECORD_MAX`` bytes (the caller checks).
         """
         buffer = self._buffer
         offset = self._file_end + self._parts_len + len(buffer)
-        stored_len = len(payload)
-        manifest_len = len(manifest)
-        body = _pack_body(RECORD_MAGIC, _CHUNK, codec, 0, stored_len, raw_len, oid, checksum)
-        buffer += body
-        buffer += _pack_check(_xxh3_64(body))
+        stored_len, manifest_len = len(payload), len(manifest)
+        buffer += encode_record_header(_CHUNK, codec, stored_len, raw_len, oid, checksum)
         buffer += payload
-        body = _pack_body(RECORD_MAGIC, _MANIFEST, 0, 0, manifest_len, manifest_len, oid,
-                          _xxh3_64(manifest))
-        buffer += body
-        buffer += _pack_check(_xxh3_64(body))
+        buffer += encode_record_header(_MANIFEST, 0, manifest_len, manifest_len, oid, _xxh3_64(manifest))
         buffer += manifest
         toc = self._toc
         toc += _pack_toc_entry(_CHUNK, codec, offset, stored_len, raw_len, oid)
