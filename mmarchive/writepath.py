@@ -142,6 +142,12 @@ _new_change = tuple_maker(_ChunkChange)
 _new_pending = tuple_maker(_PendingObject)
 
 
+def _outdated(key: bytes, newer: list[frozenset[bytes]] | None) -> bool:
+    """Whether an index view of ``key`` is out of date, given the keys of the commits since its
+    generation (None: some of them are forgotten, so it may be)."""
+    return newer is None or any(key in keys for keys in newer)
+
+
 @dataclass
 class _ActivePack:
     writer: PackWriter
@@ -336,10 +342,17 @@ class WritePath:
             self._fail(e)
             raise
         self._batch.dirty[active.pack_id] = active.writer
-        if active.writer.size >= self.cfg.pack_size:
-            del self._active[(tenant, group)]
-            self._batch.full.append(active.writer)
+        self._retire_if_full(tenant, group, active)
         return RecordLocation(active.pack_id, offset, len(payload))
+
+    def _retire_if_full(self, tenant: str, group: str, active: _ActivePack) -> bool:
+        """If the pack is full, hand its writer to the next commit to seal; (tenant, group) gets a new
+        pack at its next record. Return whether it was full."""
+        if active.writer.size < self.cfg.pack_size:
+            return False
+        del self._active[(tenant, group)]
+        self._batch.full.append(active.writer)
+        return True
 
     def chunk_known(self, key: bytes) -> bool:
         """Whether a chunk (tenant-scoped key) is stored or staged. Thread-safe, lock-free."""
@@ -376,10 +389,7 @@ class WritePath:
         commits remembered is not trusted.
         """
         generation = seen.generation
-        if generation == self._generation:
-            return True
-        newer = self._commits_since(generation)
-        return newer is not None and not any(key in keys for keys in newer)
+        return generation == self._generation or not _outdated(key, self._commits_since(generation))
 
     def _commits_since(self, generation: int) -> list[frozenset[bytes]] | None:
         """The keys of each commit since ``generation`` began, or None if some are forgotten (lock held)."""
@@ -432,68 +442,45 @@ class WritePath:
             self._check_usable()
             generation = self._generation
             pending_objects, pending_chunks = self._pending_objects, self._pending_chunks
-            batch_objects, batch_chunks = self._batch.objects, self._batch.chunks
+            batch_chunks = self._batch.chunks
             meta_json = metadata or b""
             manifest = OneChunkManifests(tenant, meta_json)
             now = time.time_ns()
             active: _ActivePack | None = None  # (taken at the first record: a resend writes none)
-            pack_size = self.cfg.pack_size
-            hdr = RECORD_HEADER_LEN
-            seq, ticket = self._seq, self._ticket
-            # The commits since each index view's generation: their keys' views are out of date.
-            commits_since: dict[int, list[frozenset[bytes]] | None] = {generation: []}
-            for prep in preps:
-                cid, data, chunk, seen = prep
+            # The commits since each older index view's generation: their keys' views are out of date.
+            commits_since: dict[int, list[frozenset[bytes]] | None] = {}
+            for cid, data, chunk, seen in preps:
                 key = prefix + cid
-                if seen is not None:
+                if seen is not None and seen.generation != generation:
                     g = seen.generation
-                    if g in commits_since:
-                        newer = commits_since[g]
-                    else:
-                        newer = commits_since[g] = self._commits_since(g)
-                    if newer is None:
+                    if g not in commits_since:
+                        commits_since[g] = self._commits_since(g)
+                    if _outdated(key, commits_since[g]):
                         seen = None
-                    else:
-                        for keys in newer:  # (a loop: a generator costs more than the usual 0-2 tests)
-                            if key in keys:
-                                seen = None
-                                break
                 if (seen is None or seen.object_raw is not None
                         or seen.chunk_known or chunk is None or not data or key in pending_objects
                         or key in pending_chunks or len(chunk.stored) >= SMALL_RECORD_MAX):
-                    self._seq, self._ticket = seq, ticket
                     out.append(self._stage_whole_locked(tenant, group, key, cid, data, chunk, codecs,
                                                         metadata, seen))
-                    seq, ticket = self._seq, self._ticket
                     active = None  # (that path may have filled it)
                     continue
                 size = len(data)
                 _cid, _raw_len, codec, stored, checksum = chunk
-                stored_len = len(stored)
-                seq += 1
-                payload = manifest.encode(seq, size, now, cid)
+                self._seq += 1
+                payload = manifest.encode(self._seq, size, now, cid)
                 if active is None:
                     active = self._writer(tenant, group)
                     self._batch.dirty[active.pack_id] = active.writer
                 offset = active.writer.append_one_chunk_object(cid, codec, size, stored, checksum, payload)
-                pack_id = active.pack_id
-                change = _new_change((tenant, _new_location((pack_id, offset, stored_len)), size, codec, 1))
-                batch_chunks[key] = pending_chunks[key] = change
-                offset += hdr + stored_len
-                entry = _new_object_entry((STATE_LIVE, seq, size, now,
-                                           _new_location((pack_id, offset, len(payload))), meta_json,
+                chunk_at = _new_location((active.pack_id, offset, len(stored)))
+                batch_chunks[key] = pending_chunks[key] = _new_change((tenant, chunk_at, size, codec, 1))
+                manifest_at = _new_location((active.pack_id, offset + RECORD_HEADER_LEN + len(stored),
+                                             len(payload)))
+                entry = _new_object_entry((STATE_LIVE, self._seq, size, now, manifest_at, meta_json,
                                            ((cid, size),)))
-                ticket += 1
-                batch_objects[key] = entry
-                pending_objects[key] = _new_pending((entry, ticket))
-                out.append((entry, False, ticket))
-                if offset + hdr + len(payload) >= pack_size:
-                    del self._active[(tenant, group)]
-                    self._batch.full.append(active.writer)
+                out.append((entry, False, self._stage_entry(key, entry)))
+                if self._retire_if_full(tenant, group, active):
                     active = None
-            self._seq, self._ticket = seq, ticket
-            self._batch.seq = seq
-            self._batch.ticket = ticket
         return out
 
     def _stage_whole_locked(self, tenant: str, group: str, key: bytes, oid: bytes, data: ObjectBytes,

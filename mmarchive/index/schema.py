@@ -161,8 +161,7 @@ class ChunkEntry(NamedTuple):
     refs: int
 
     def encode(self) -> bytes:
-        (pack, offset, stored_len), raw_len, codec, refs = self
-        return _CHUNK.pack(pack, offset, stored_len, raw_len, codec, refs)
+        return ChunkEntry.encode_fields(*self)
 
     @staticmethod
     def encode_fields(record: RecordLocation, raw_len: int, codec: int, refs: int) -> bytes:
