@@ -82,7 +82,7 @@ from mmarchive.records import (
 from mmarchive.store.chunking import Chunker
 from mmarchive.store.chunks import PreparedChunk, content_id, content_ids, encode_chunk, encode_small_chunks
 from mmarchive.store.codec import CodecSet
-from mmarchive.store.sources import ObjectBytes, Source, as_bytes, open_source
+from mmarchive.store.sources import ObjectBytes, Source, as_bytes, object_bytes, open_source
 from mmarchive.tiers.base import PackFile
 from mmarchive.tiers.local import LocalTier, fsync_directory
 from mmarchive.tiers.recall import RECALL_DIR, RecallCache, RecallStats
@@ -403,16 +403,10 @@ class Archive:
             whole = [prep for prep in preps if isinstance(prep, PreparedPart)]
             if len(whole) == len(preps) and not any(batch):
                 # Whole objects with the call's tenant, group and metadata: staged as one batch.
-                nonlocal staged_objects, staged_bytes
-                staged_objects += len(whole)
                 for (entry, existed, ticket), part in zip(
                         write.stage_whole_objects(tenant, group, whole, self.codecs, default_meta), whole,
                         strict=True):
-                    staged_bytes += entry.size
-                    done.append(_new_staged((_new_info((tenant, part.cid.hex(), entry.size,
-                                                        entry.created_ns, entry.metadata_json,
-                                                        len(entry.chunks), existed, None, entry.seq)),
-                                             ticket)))
+                    staged(self._info(tenant, part.cid, entry, already=existed), ticket)
                 return
             for prep, item in zip(preps, batch, strict=True):
                 if item is None:
@@ -436,7 +430,7 @@ class Archive:
                     cuts = raw.cuts
                 else:
                     item, source, item_tenant, cuts = None, raw, tenant, ()
-                view: ObjectBytes | None = source if type(source) is bytes else as_bytes(source)
+                view = object_bytes(source)
                 if view is not None and len(view) <= threshold:
                     batch_views.append((view, item_tenant, cuts))
                     batch_items.append(item)
@@ -477,14 +471,8 @@ class Archive:
         write = self._write
         assert write is not None
         cids = content_ids([view for view, _tenant, _cuts in views])
-        prefixes: dict[str, bytes] = {}  # (the tenant prefix of scoped_key, once per tenant)
-        keys = []
-        for cid, (_view, tenant, _cuts) in zip(cids, views, strict=True):
-            prefix = prefixes.get(tenant)
-            if prefix is None:
-                prefix = prefixes[tenant] = tenant_prefix(tenant)
-            keys.append(prefix + cid)
-        return cids, write.look_up_many(keys)
+        return cids, write.look_up_many([scoped_key(tenant, cid)
+                                         for cid, (_view, tenant, _cuts) in zip(cids, views, strict=True)])
 
     def _prepare_many(self, views: list[tuple[ObjectBytes, str, tuple[int, ...]]]) -> list[_Prepared]:
         """Hash (and compress unless stored) a batch of small objects, with one index look-up.
@@ -521,16 +509,12 @@ class Archive:
     def _prepared_parts(self, cids: list[bytes], views: list[tuple[ObjectBytes, str, tuple[int, ...]]],
                         seen: list[IndexView], new: list[int]) -> list[_Prepared]:
         """Whole small objects with the records of those at ``new`` encoded in one batch."""
-        if len(new) == len(views):  # (the usual case: every object is new)
-            encoded: list[PreparedChunk | None] = encode_small_chunks(  # type: ignore[assignment]
-                self.codecs, cids, [view for view, _tenant, _cuts in views])
-        else:
-            encoded = [None] * len(views)
-            for i, chunk in zip(new, encode_small_chunks(self.codecs, [cids[i] for i in new],
-                                                         [views[i][0] for i in new]), strict=True):
-                encoded[i] = chunk
+        chunks: list[PreparedChunk | None] = [None] * len(views)
+        encoded = encode_small_chunks(self.codecs, [cids[i] for i in new], [views[i][0] for i in new])
+        for i, chunk in zip(new, encoded, strict=True):
+            chunks[i] = chunk
         return [_new_part((cid, view, chunk, s))
-                for cid, (view, _tenant, _cuts), chunk, s in zip(cids, views, encoded, seen, strict=True)]
+                for cid, (view, _tenant, _cuts), chunk, s in zip(cids, views, chunks, seen, strict=True)]
 
     def _prepare_parted(self, views: list[tuple[ObjectBytes, str, tuple[int, ...]]]) -> list[_Prepared]:
         """Like :meth:`_prepare_many`, for a batch in which some objects come cut into pieces.

@@ -71,6 +71,11 @@ class _FileStream:
 ObjectBytes = bytes | memoryview
 
 
+def object_bytes(source: object) -> ObjectBytes | None:
+    """A bytes-like ``source`` as put_many holds it (see :data:`ObjectBytes`), else None."""
+    return source if type(source) is bytes else as_bytes(source)
+
+
 def as_bytes(source: object) -> memoryview | None:
     """Return a flat byte view of ``source`` if it is bytes-like, else None."""
     if isinstance(source, (bytes, bytearray, memoryview)):
