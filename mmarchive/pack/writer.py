@@ -31,6 +31,7 @@ from mmarchive.pack.format import (
     encode_record_header,
     encode_toc,
 )
+from mmarchive.pack.writeback import start_writeback
 
 _DIRECT_WRITE = 64 * 1024  # payloads this large skip the buffer (pwritev): no copy into it
 #: Payloads :meth:`PackWriter.append_small` takes: those that always go through the buffer.
@@ -40,6 +41,8 @@ SMALL_RECORD_MAX = _DIRECT_WRITE
 _BUFFER_MAX = 1024 * 1024
 _DEFER_MAX = 64 * 1024 * 1024  # immutable large payloads kept for the taker, at most, per pack
 _IOV_MAX = 1024  # the most buffers one pwritev takes (Linux's IOV_MAX)
+#: Bytes written per pwritev before the device is asked to start on them (see write_all).
+_WRITE_PIECE = 8 * 1024 * 1024
 
 Part = bytes | bytearray | memoryview
 
@@ -56,12 +59,21 @@ def _immutable(payload: Part) -> bool:
 
 
 def write_all(fd: int, parts: list[Part], offset: int, *, what: str) -> None:
-    """Write every byte of ``parts`` to ``fd`` at ``offset`` (positional; handles short writes)."""
+    """Write every byte of ``parts`` to ``fd`` at ``offset`` (positional; handles short writes).
+
+    The bytes go out in pieces of about ``_WRITE_PIECE``, and the device is asked to start writing each
+    piece at once (:func:`start_writeback`): it writes one while the next is copied.
+    """
     views = [memoryview(p) for p in parts if len(p)]
     i = 0  # the first view not wholly written (an index: popping the front of a long list is slow)
     try:
         while i < len(views):
-            n = os.pwritev(fd, views[i:i + _IOV_MAX], offset)
+            j, piece = i + 1, len(views[i])
+            while j < len(views) and j - i < _IOV_MAX and piece < _WRITE_PIECE:
+                piece += len(views[j])
+                j += 1
+            n = os.pwritev(fd, views[i:j], offset)
+            start_writeback(fd, offset, n)
             offset += n
             while n and i < len(views):
                 if n >= len(views[i]):
