@@ -97,6 +97,10 @@ log = logging.getLogger(__name__)
 
 DEFAULT_TENANT = "default"
 _MAX_GROUP = 200
+#: put_many stages at most this many commits' bytes (``[index] commit_bytes``) beyond the last object it
+#: reported durable, then waits for the commit thread: staging much further ahead of the device only
+#: holds memory (the write path reserves packs for about that much; see writepath._RESERVE).
+_AHEAD_COMMITS = 4
 _LIST_PAGE = 1000
 #: Live objects per read transaction of scan_objects.
 _SCAN_PAGE = 10_000
@@ -379,6 +383,8 @@ class Archive:
         batch_parallel = False  # whether the batch holds an object worth the worker pool
         done: deque[_StagedObject] = deque()
         staged_objects = staged_bytes = 0
+        waiting_bytes = 0  # bytes of the objects in done
+        waiting_max = _AHEAD_COMMITS * cfg_i.commit_bytes
         last_request = time.monotonic()
 
         def submit_batch() -> None:
@@ -393,9 +399,11 @@ class Archive:
 
         def staged(info: ObjectInfo, ticket: int) -> None:
             nonlocal staged_objects, staged_bytes
+            nonlocal waiting_bytes
             done.append(_new_staged((info, ticket)))
             staged_objects += 1
             staged_bytes += info.size
+            waiting_bytes += info.size
 
         def stage_window_head() -> None:
             fut, batch = window.popleft()
@@ -455,8 +463,12 @@ class Archive:
                     write.request_commit(done[-1][1])
                     staged_objects = staged_bytes = 0
                     last_request = now
+                if waiting_bytes > waiting_max:
+                    write.wait_durable(done[0][1])
                 while done and write.is_durable(done[0][1]):
-                    yield done.popleft()[0]
+                    info = done.popleft()[0]
+                    waiting_bytes -= info.size
+                    yield info
             submit_batch()
             while window:
                 stage_window_head()
@@ -993,7 +1005,7 @@ class Archive:
                     total = total.plus(TenantTotals.decode(value))
             for _key, value in txn.cursor(db=self.index.db(DB_PACKS)):
                 p = PackEntry.decode(value)
-                if not p.deleting and (tenant is None or p.tenant == tenant):
+                if not (p.deleting or p.unused) and (tenant is None or p.tenant == tenant):
                     packs += 1
                     pack_bytes += p.length
         return ArchiveStats(tenant=tenant, objects=total.objects, logical_bytes=total.logical_bytes,
@@ -1067,14 +1079,15 @@ class Archive:
             return collect_garbage(self, repack_below=repack_below, progress=progress)
 
     def packs(self, *, tier: str | None = None, tenant: str | None = None) -> builtins.list[PackInfo]:
-        """Every pack the index knows (not those being deleted), optionally of one tier or tenant."""
+        """Every pack the index knows (not those being deleted, nor those with nothing committed in them
+        yet), optionally of one tier or tenant."""
         with self.index.read() as txn:
             entries = [(bytes(k), PackEntry.decode(v))
                        for k, v in txn.cursor(db=self.index.db(DB_PACKS))]
         return [PackInfo(pack_name(k), e.tier, e.tenant, e.group, e.sealed, e.length, e.live_bytes,
                          e.records, e.created_ns)
                 for k, e in entries
-                if not e.deleting and (tier is None or e.tier == tier)
+                if not (e.deleting or e.unused) and (tier is None or e.tier == tier)
                 and (tenant is None or e.tenant == tenant)]
 
     def tier_usage(self) -> builtins.list[TierUsage]:
@@ -1086,7 +1099,7 @@ class Archive:
             for k, v in txn.cursor(db=self.index.db(DB_PACKS)):
                 e = PackEntry.decode(v)
                 sizes[bytes(k)] = e.length
-                if e.deleting:
+                if e.deleting or e.unused:
                     continue
                 pack_tier[bytes(k)] = e.tier
                 row = per.setdefault(e.tier, [0, 0, 0, 0, 0])

@@ -2,7 +2,8 @@
 
 This module is the one place that enforces the write ordering of docs/format.md:
 
-1. a pack is registered in the index (open, length 0) before its file is created;
+1. a pack is registered in the index (open, length 0) before its file is created, and the folder entry
+   of a new file is synced before the commit of its first records;
 2. records are appended to the pack and its index changes are staged in memory;
 3. a commit flushes and fdatasyncs every pack written since the last commit, *then* applies all staged
    changes (object entries, chunk references, pack lengths, tenant totals) in one LMDB transaction;
@@ -12,6 +13,12 @@ An index entry therefore never points at bytes that are not on stable storage, a
 committed length are never referenced (recovery cuts them off). Commits are grouped: every thread that
 stages work waits for the next commit to cover its ticket, and one commit thread serves them all.
 A failed write or commit puts the write path in a failed state; reopen the archive to recover.
+
+Each group commit also registers the next packs of every (tenant, group) being written (``_RESERVE``
+of them, in its own transaction): when a pack fills, staging creates the next file without an index
+commit of its own, which would wait on the device behind the pack data being written (tens of
+milliseconds, during which nothing reached the commit thread). Reserved packs nothing was written to are
+forgotten on close, and recovery removes those of a crash (open, length 0) as it always did.
 """
 
 from __future__ import annotations
@@ -74,6 +81,8 @@ log = logging.getLogger(__name__)
 
 #: How many commits' keys are remembered to keep older index views usable (see _still_current).
 _RECENT_COMMITS = 8
+#: Packs registered ahead for each (tenant, group) being written (see the module's charter).
+_RESERVE = 2
 
 
 class _ChunkChange(NamedTuple):
@@ -101,6 +110,8 @@ class _Batch:
     objects: dict[bytes, ObjectEntry] = field(default_factory=dict)
     dirty: dict[bytes, PackWriter] = field(default_factory=dict)
     full: list[PackWriter] = field(default_factory=list)
+    #: Packs created from a reservation, whose folder entry the commit syncs before its index commit.
+    new_packs: list[str] = field(default_factory=list)
     seq: int = 0
     ticket: int = 0
 
@@ -175,6 +186,9 @@ class WritePath:
         self._batch = _Batch()
         self._ticket = 0  # last ticket handed out
         self._active: dict[tuple[str, str], _ActivePack] = {}
+        #: Packs registered in the index (open, length 0) whose files do not exist yet, with the
+        #: creation time they were registered with, per (tenant, group), oldest first.
+        self._reserved: dict[tuple[str, str], list[tuple[bytes, int]]] = {}
         #: Unsealed packs from earlier sessions, resumed when their (tenant, group) writes again.
         self._resumable: dict[tuple[str, str], bytes] = {}
         self._committed_len: dict[bytes, int] = {}
@@ -216,7 +230,8 @@ class WritePath:
             name = pack_name(pack_id)
             path = self.tier.path(name)
             if entry.length == 0:
-                # Registered but nothing committed: a crash before the first commit (or mid-repack).
+                # Registered but nothing committed: a reservation, or a crash before the first commit
+                # (or mid-repack).
                 finish_deletion(self.index, self.tier, pack_id)
                 continue
             if not path.exists():
@@ -300,20 +315,67 @@ class WritePath:
             except IntegrityError as e:
                 # Leave the damaged pack as it is (verify reports it) and write a new one.
                 log.warning("not appending to damaged pack %s: %s", pack_name(resumable), e)
-        pack_id, writer = self.create_pack(tenant, group)
+        reserved = self._reserved.setdefault(key, [])
+        if not reserved:
+            # Nothing reserved (the first pack, or packs filling faster than commits reserve): register
+            # this one and the next ones in an index commit of their own.
+            reserved.extend(self._register_packs(tenant, group, 1 + _RESERVE))
+        pack_id, created_ns = reserved.pop(0)
+        name = pack_name(pack_id)
+        fd = self.tier.create(name, sync_directory=False)  # (synced by the commit: see _commit_once)
+        self._batch.new_packs.append(name)
+        writer = PackWriter.create(fd, PackHeader(pack_id, tenant, group, created_ns), name)
         self._committed_len[pack_id] = 0
         active = self._active[key] = _ActivePack(writer, pack_id)
         return active
 
     def create_pack(self, tenant: str, group: str) -> tuple[bytes, PackWriter]:
-        """Register a new pack in the index (open, length 0), then create its file."""
-        pack_id = secrets.token_bytes(16)
-        now = time.time_ns()
-        entry = PackEntry(PACK_OPEN, 0, 0, 0, now, self.tier.name, tenant, group)
-        self.index.write(lambda txn: txn.put(pack_id, entry.encode(), db=self.index.db(DB_PACKS)))
+        """Register a new pack in the index (open, length 0), then create its file (durably)."""
+        ((pack_id, created_ns),) = self._register_packs(tenant, group, 1)
         fd = self.tier.create(pack_name(pack_id))
-        return pack_id, PackWriter.create(fd, PackHeader(pack_id, tenant, group, now),
+        return pack_id, PackWriter.create(fd, PackHeader(pack_id, tenant, group, created_ns),
                                           pack_name(pack_id))
+
+    def _register_packs(self, tenant: str, group: str, count: int) -> list[tuple[bytes, int]]:
+        """Register ``count`` new packs (open, length 0) in one index commit; return (id, created)."""
+        new = [self._new_pack_id() for _ in range(count)]
+        self.index.write(lambda txn: self._put_registered(txn, tenant, group, new))
+        return new
+
+    @staticmethod
+    def _new_pack_id() -> tuple[bytes, int]:
+        return secrets.token_bytes(16), time.time_ns()
+
+    def _put_registered(self, txn: Any, tenant: str, group: str, packs: list[tuple[bytes, int]]) -> None:
+        db = self.index.db(DB_PACKS)
+        for pack_id, created_ns in packs:
+            txn.put(pack_id, PackEntry(PACK_OPEN, 0, 0, 0, created_ns, self.tier.name, tenant,
+                                       group).encode(), db=db)
+
+    def _forget_reserved(self) -> None:
+        """Forget the reserved packs (no file was made for them) in one index commit."""
+        with self._lock:
+            ids = [pack_id for packs in self._reserved.values() for pack_id, _created in packs]
+            self._reserved.clear()
+        if not ids:
+            return
+        db = self.index.db(DB_PACKS)
+
+        def forget(txn: Any) -> None:
+            for pack_id in ids:
+                txn.delete(pack_id, db=db)
+
+        self.index.write(forget)
+
+    def _reservations_wanted(self) -> dict[tuple[str, str], list[tuple[bytes, int]]]:
+        """New pack ids (and creation times) that top up the reservations of every (tenant, group)
+        being written to ``_RESERVE`` (lock held)."""
+        wanted = {}
+        for key in self._active:
+            missing = _RESERVE - len(self._reserved.get(key, ()))
+            if missing > 0:
+                wanted[key] = [self._new_pack_id() for _ in range(missing)]
+        return wanted
 
     def seal_all(self) -> None:
         """Commit what is staged, then seal every open pack (active and resumable)."""
@@ -323,6 +385,7 @@ class WritePath:
             self._active.clear()
             resumable = list(self._resumable.values())
             self._resumable.clear()
+        self._forget_reserved()
         for active in actives:
             size = active.writer.seal()
             os.close(active.writer.fd)
@@ -709,6 +772,7 @@ class WritePath:
             batch = self._batch
             self._batch = _Batch()
             taken = {pack_id: writer.take() for pack_id, writer in batch.dirty.items()}
+            reserve = self._reservations_wanted()  # registered by this commit's transaction
         # Written and synced outside the staging lock: staging goes on meanwhile (it appends after
         # the taken bytes, at offsets of its own).
         ends = {}
@@ -718,11 +782,17 @@ class WritePath:
             ends[pack_id] = end
         for writer in batch.dirty.values():
             writer.sync()
+        for name in batch.new_packs:  # their names are durable before the index points into them
+            self.tier.sync_directory(name)
         if not batch.empty():
-            self.index.write(lambda txn: self._apply(txn, batch, ends))
+            self.index.write(lambda txn: self._apply(txn, batch, ends, reserve))
+        else:
+            reserve = {}
         for pack_id, end in ends.items():
             self._committed_len[pack_id] = end
         with self._lock:
+            for stream, packs in reserve.items():
+                self._reserved.setdefault(stream, []).extend(packs)
             # Answers of look_up_many() taken before this point may miss what this commit just made
             # visible and no longer pending: the new generation tells stagers to ask again.
             self._recent_commits.append((self._generation, frozenset(batch.chunks).union(batch.objects)))
@@ -743,8 +813,10 @@ class WritePath:
             os.close(writer.fd)
             self._mark_sealed(pack_id, size)
 
-    def _apply(self, txn: Any, batch: _Batch, ends: dict[bytes, int]) -> None:
-        """Apply one batch in the open write transaction (idempotent w.r.t. Python state).
+    def _apply(self, txn: Any, batch: _Batch, ends: dict[bytes, int],
+               reserve: dict[tuple[str, str], list[tuple[bytes, int]]]) -> None:
+        """Apply one batch in the open write transaction (idempotent w.r.t. Python state), and register
+        the packs ``reserve`` names.
 
         This runs once per group commit over every staged change, on the commit thread while the
         caller's thread keeps staging, so it avoids per-change objects beyond the index values.
@@ -854,6 +926,8 @@ class WritePath:
             txn.put(tkey, cur_t.plus(TenantTotals(*deltas)).encode(), db=db_t)
         if batch.seq:
             txn.put(META_SEQ, batch.seq.to_bytes(8, "little"), db=self.index.db(DB_META))
+        for (tenant, group), packs in reserve.items():
+            self._put_registered(txn, tenant, group, packs)
 
     # -- shutdown ---------------------------------------------------------------------------------
 
@@ -878,3 +952,7 @@ class WritePath:
             for active in self._active.values():
                 os.close(active.writer.fd)
             self._active.clear()
+        try:
+            self._forget_reserved()
+        except StorageError as e:
+            log.warning("could not forget the packs reserved for writing (the next open does): %s", e)

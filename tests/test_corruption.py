@@ -124,8 +124,8 @@ def _build(root: Path) -> Base:
                 m = entry.record
                 manifest = (pack_name(m.pack), m.offset, m.offset + RECORD_HEADER_LEN + m.stored_len)
                 objects.append(Obj(label, tenant, oid, data, tuple(chunks), manifest))
-            packs = {pack_name(k): PackEntry.decode(v).sealed
-                     for k, v in txn.cursor(db=a.index.db(DB_PACKS))}
+            entries = [(k, PackEntry.decode(v)) for k, v in txn.cursor(db=a.index.db(DB_PACKS))]
+            packs = {pack_name(k): e.sealed for k, e in entries if not e.unused}  # (no reservations)
     regions: list[Region] = []
     for name, sealed in packs.items():
         regions.extend(_regions(root / "packs" / name[:2] / f"{name}.pack", name, sealed))

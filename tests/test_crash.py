@@ -377,7 +377,7 @@ def _setup_deleted_object_in_repackable_pack(archive_dir: Path) -> tuple[str, st
         a.delete(x.id)  # X's manifest is now garbage in pack g1; its tombstone is in a group "" pack
         with a.index.read() as txn:
             packs = {k: PackEntry.decode(v) for k, v in txn.cursor(db=a.index.db(DB_PACKS))}
-        g1 = [pack_name(k) for k, e in packs.items() if e.group == "g1"]
+        g1 = [pack_name(k) for k, e in packs.items() if e.group == "g1" and not e.unused]
         assert len(g1) == 1
         return x.id, keep.id, g1[0]
 

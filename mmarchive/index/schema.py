@@ -206,6 +206,11 @@ class PackEntry:
     def deleting(self) -> bool:
         return self.state == PACK_DELETING
 
+    @property
+    def unused(self) -> bool:
+        """Registered, nothing committed in it yet: a pack reserved for writing, or one just created."""
+        return self.state == PACK_OPEN and self.length == 0
+
     def encode(self) -> bytes:
         t, te, g = self.tier.encode(), self.tenant.encode(), self.group.encode()
         return _PACK.pack(self.state, self.length, self.live_bytes, self.records, self.created_ns,

@@ -83,19 +83,33 @@ class LocalTier:
     def path(self, name: str) -> Path:
         return self.root / name[:2] / (name + PACK_SUFFIX)
 
-    def create(self, name: str) -> int:
-        """Create a new pack file (never an existing one) and return a read-write descriptor."""
+    def create(self, name: str, *, sync_directory: bool = True) -> int:
+        """Create a new pack file (never an existing one) and return a read-write descriptor.
+
+        Without ``sync_directory`` the new name (and a new shard folder) is not yet durable: the caller
+        calls :meth:`sync_directory` before anything that must survive a crash points at the file.
+        """
         path = self.path(name)
         try:
             new_dir = not path.parent.exists()
             path.parent.mkdir(parents=True, exist_ok=True)
-            if new_dir:
+            if new_dir and sync_directory:
                 fsync_directory(self.root)
             fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o640)
-            fsync_directory(path.parent)
+            if sync_directory:
+                fsync_directory(path.parent)
         except OSError as e:
             raise StorageError(f"cannot create pack file {path}: {e.strerror or e}") from e
         return fd
+
+    def sync_directory(self, name: str) -> None:
+        """Make the name of pack ``name`` durable, and its shard folder's (after ``create(sync_directory=
+        False)``)."""
+        try:
+            fsync_directory(self.path(name).parent)
+            fsync_directory(self.root)
+        except OSError as e:
+            raise StorageError(f"cannot sync the folder of pack {name}: {e.strerror or e}") from e
 
     def open_append(self, name: str) -> int:
         path = self.path(name)
