@@ -4,7 +4,9 @@ pack reader."""
 from __future__ import annotations
 
 import os
+import sys
 import tempfile
+from itertools import accumulate
 from pathlib import Path
 
 import pytest
@@ -14,6 +16,8 @@ from hypothesis import strategies as st
 
 from mmarchive.archive import Archive
 from mmarchive.config import ArchiveConfig, IndexConfig, StoreConfig
+from mmarchive.pack import writeback
+from mmarchive.pack import writer as writer_module
 from mmarchive.pack.format import (
     RECORD_HEADER_LEN,
     OneChunkManifests,
@@ -164,3 +168,39 @@ def test_write_all_finishes_short_writes(monkeypatch: pytest.MonkeyPatch) -> Non
         monkeypatch.undo()
         os.close(fd)
         assert (Path(base) / "f").read_bytes() == bytes(10) + b"".join(bytes(p) for p in parts)
+
+
+def test_write_all_writes_in_pieces_and_starts_each_on_the_device(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Parts are written a few MiB at a time, each piece handed to start_writeback as it is written."""
+    started: list[tuple[int, int]] = []
+    real_start = writeback.start_writeback
+
+    def start(fd: int, offset: int, length: int) -> None:
+        started.append((offset, length))
+        real_start(fd, offset, length)  # the real system call: it must accept every range it is given
+
+    monkeypatch.setattr(writer_module, "start_writeback", start)
+    parts: list[bytes | bytearray | memoryview] = [os.urandom(n) for n in (3 << 20, 100, 5 << 20, 7 << 20)]
+    parts += [os.urandom(64 * 1024) for _ in range(200)]  # 12.5 MiB in small parts
+    with tempfile.TemporaryDirectory() as base:
+        fd = os.open(Path(base) / "f", os.O_RDWR | os.O_CREAT, 0o644)
+        write_all(fd, parts, 4096, what="test file")
+        os.close(fd)
+        assert (Path(base) / "f").read_bytes() == bytes(4096) + b"".join(bytes(p) for p in parts)
+    total = sum(len(p) for p in parts)
+    assert sum(length for _o, length in started) == total
+    assert [o for o, _l in started] == list(accumulate([4096] + [n for _o, n in started[:-1]]))
+    assert len(started) >= 3 and all(n <= 16 << 20 for _o, n in started)
+
+
+def test_start_writeback_ignores_what_it_cannot_do() -> None:
+    """It is a hint: on a pipe (no page cache to write back) the call fails and nothing is raised."""
+    assert writeback.WRITEBACK_MIN <= 8 << 20
+    if sys.platform.startswith("linux"):
+        assert writeback._sync_file_range is not None
+    read_end, write_end = os.pipe()
+    try:
+        writeback.start_writeback(write_end, 0, 8 << 20)
+    finally:
+        os.close(read_end)
+        os.close(write_end)
