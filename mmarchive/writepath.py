@@ -14,11 +14,13 @@ committed length are never referenced (recovery cuts them off). Commits are grou
 stages work waits for the next commit to cover its ticket, and one commit thread serves them all.
 A failed write or commit puts the write path in a failed state; reopen the archive to recover.
 
-Each group commit also registers the next packs of every (tenant, group) being written (``_RESERVE``
-of them, in its own transaction): when a pack fills, staging creates the next file without an index
-commit of its own, which would wait on the device behind the pack data being written (tens of
-milliseconds, during which nothing reached the commit thread). Reserved packs nothing was written to are
-forgotten on close, and recovery removes those of a crash (open, length 0) as it always did.
+Each group commit also registers the next packs of every tenant being written (``_RESERVE`` of them,
+in its own transaction): when a pack fills, or a tenant starts writing a new group, staging creates the
+next file without an index commit of its own, which would wait on the device behind the pack data being
+written (tens of milliseconds, during which nothing reached the commit thread). A reservation is not
+yet of a group: the commit that first points into the pack records the group it was made for. Reserved
+packs nothing was written to are forgotten on close, and recovery removes those of a crash (open,
+length 0) as it always did.
 """
 
 from __future__ import annotations
@@ -81,7 +83,7 @@ log = logging.getLogger(__name__)
 
 #: How many commits' keys are remembered to keep older index views usable (see _still_current).
 _RECENT_COMMITS = 8
-#: Packs registered ahead for each (tenant, group) being written (see the module's charter).
+#: Packs registered ahead for each tenant being written (see the module's charter).
 _RESERVE = 2
 
 
@@ -110,8 +112,9 @@ class _Batch:
     objects: dict[bytes, ObjectEntry] = field(default_factory=dict)
     dirty: dict[bytes, PackWriter] = field(default_factory=dict)
     full: list[PackWriter] = field(default_factory=list)
-    #: Packs created from a reservation, whose folder entry the commit syncs before its index commit.
-    new_packs: list[str] = field(default_factory=list)
+    #: Packs created since the last commit (id -> group), whose folder entries the commit syncs before
+    #: its index commit, which also records their group.
+    new_packs: dict[bytes, str] = field(default_factory=dict)
     seq: int = 0
     ticket: int = 0
 
@@ -187,8 +190,8 @@ class WritePath:
         self._ticket = 0  # last ticket handed out
         self._active: dict[tuple[str, str], _ActivePack] = {}
         #: Packs registered in the index (open, length 0) whose files do not exist yet, with the
-        #: creation time they were registered with, per (tenant, group), oldest first.
-        self._reserved: dict[tuple[str, str], list[tuple[bytes, int]]] = {}
+        #: creation time they were registered with, per tenant, oldest first.
+        self._reserved: dict[str, list[tuple[bytes, int]]] = {}
         #: Unsealed packs from earlier sessions, resumed when their (tenant, group) writes again.
         self._resumable: dict[tuple[str, str], bytes] = {}
         self._committed_len: dict[bytes, int] = {}
@@ -315,15 +318,15 @@ class WritePath:
             except IntegrityError as e:
                 # Leave the damaged pack as it is (verify reports it) and write a new one.
                 log.warning("not appending to damaged pack %s: %s", pack_name(resumable), e)
-        reserved = self._reserved.setdefault(key, [])
+        reserved = self._reserved.setdefault(tenant, [])
         if not reserved:
-            # Nothing reserved (the first pack, or packs filling faster than commits reserve): register
-            # this one and the next ones in an index commit of their own.
+            # Nothing reserved (the tenant's first pack, or packs filling faster than commits reserve):
+            # register this one and the next ones in an index commit of their own.
             reserved.extend(self._register_packs(tenant, group, 1 + _RESERVE))
         pack_id, created_ns = reserved.pop(0)
         name = pack_name(pack_id)
         fd = self.tier.create(name, sync_directory=False)  # (synced by the commit: see _commit_once)
-        self._batch.new_packs.append(name)
+        self._batch.new_packs[pack_id] = group
         writer = PackWriter.create(fd, PackHeader(pack_id, tenant, group, created_ns), name)
         self._committed_len[pack_id] = 0
         active = self._active[key] = _ActivePack(writer, pack_id)
@@ -367,14 +370,14 @@ class WritePath:
 
         self.index.write(forget)
 
-    def _reservations_wanted(self) -> dict[tuple[str, str], list[tuple[bytes, int]]]:
-        """New pack ids (and creation times) that top up the reservations of every (tenant, group)
-        being written to ``_RESERVE`` (lock held)."""
-        wanted = {}
-        for key in self._active:
-            missing = _RESERVE - len(self._reserved.get(key, ()))
+    def _reservations_wanted(self) -> dict[str, list[tuple[bytes, int]]]:
+        """New pack ids (and creation times) that top up the reservations of every tenant being
+        written to ``_RESERVE`` (lock held)."""
+        wanted: dict[str, list[tuple[bytes, int]]] = {}
+        for tenant, _group in self._active:
+            missing = _RESERVE - len(self._reserved.get(tenant, ())) - len(wanted.get(tenant, ()))
             if missing > 0:
-                wanted[key] = [self._new_pack_id() for _ in range(missing)]
+                wanted.setdefault(tenant, []).extend(self._new_pack_id() for _ in range(missing))
         return wanted
 
     def seal_all(self) -> None:
@@ -782,8 +785,8 @@ class WritePath:
             ends[pack_id] = end
         for writer in batch.dirty.values():
             writer.sync()
-        for name in batch.new_packs:  # their names are durable before the index points into them
-            self.tier.sync_directory(name)
+        for pack_id in batch.new_packs:  # their names are durable before the index points into them
+            self.tier.sync_directory(pack_name(pack_id))
         if not batch.empty():
             self.index.write(lambda txn: self._apply(txn, batch, ends, reserve))
         else:
@@ -791,8 +794,8 @@ class WritePath:
         for pack_id, end in ends.items():
             self._committed_len[pack_id] = end
         with self._lock:
-            for stream, packs in reserve.items():
-                self._reserved.setdefault(stream, []).extend(packs)
+            for tenant, packs in reserve.items():
+                self._reserved.setdefault(tenant, []).extend(packs)
             # Answers of look_up_many() taken before this point may miss what this commit just made
             # visible and no longer pending: the new generation tells stagers to ask again.
             self._recent_commits.append((self._generation, frozenset(batch.chunks).union(batch.objects)))
@@ -814,7 +817,7 @@ class WritePath:
             self._mark_sealed(pack_id, size)
 
     def _apply(self, txn: Any, batch: _Batch, ends: dict[bytes, int],
-               reserve: dict[tuple[str, str], list[tuple[bytes, int]]]) -> None:
+               reserve: dict[str, list[tuple[bytes, int]]]) -> None:
         """Apply one batch in the open write transaction (idempotent w.r.t. Python state), and register
         the packs ``reserve`` names.
 
@@ -914,6 +917,9 @@ class WritePath:
             if raw is None:
                 raise IntegrityError(f"pack {pack_name(pack_id)} is not registered in the index")
             cur_p = PackEntry.decode(raw)
+            group = batch.new_packs.get(pack_id)
+            if group is not None:  # made from a reservation: of the group it was made for
+                cur_p = replace(cur_p, group=group)
             length = ends.get(pack_id, cur_p.length) if cur_p.state == PACK_OPEN else cur_p.length
             txn.put(pack_id, replace(cur_p, length=length,
                                      live_bytes=cur_p.live_bytes + live.get(pack_id, 0),
@@ -926,8 +932,8 @@ class WritePath:
             txn.put(tkey, cur_t.plus(TenantTotals(*deltas)).encode(), db=db_t)
         if batch.seq:
             txn.put(META_SEQ, batch.seq.to_bytes(8, "little"), db=self.index.db(DB_META))
-        for (tenant, group), packs in reserve.items():
-            self._put_registered(txn, tenant, group, packs)
+        for tenant, packs in reserve.items():
+            self._put_registered(txn, tenant, "", packs)  # (the group is recorded when one is used)
 
     # -- shutdown ---------------------------------------------------------------------------------
 

@@ -180,3 +180,16 @@ def test_put_many_stays_a_bounded_distance_ahead_of_durability(tmp_path: Path) -
             ahead.append(consumed - n)
     assert len(ahead) == 200
     assert max(ahead) <= bound, (max(ahead), bound)
+
+
+def test_a_reservation_takes_the_group_of_the_pack_made_from_it(tmp_path: Path) -> None:
+    """Reservations are per tenant: a group's first pack may come from one; the index records its group
+    with its first commit, as a reindex from the pack headers does."""
+    with Archive.create(tmp_path / "a", CONFIG) as archive:
+        for group in ("2023-01", "2023-02", "2023-03"):
+            list(archive.put_many(_objects(40), group=group))
+        before = sorted((p.id, p.group, p.tenant) for p in archive.packs())
+        assert {group for _id, group, _tenant in before} == {"2023-01", "2023-02", "2023-03"}
+        archive.reindex()
+        after = sorted((p.id, p.group, p.tenant) for p in archive.packs())
+    assert after == before

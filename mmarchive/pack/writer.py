@@ -39,7 +39,10 @@ SMALL_RECORD_MAX = _DIRECT_WRITE
 #: A buffer this full is set aside for the taker and a new one started: a bytearray grows by an eighth at
 #: a time, so one buffer of many MiB would copy each byte several times as it grows.
 _BUFFER_MAX = 1024 * 1024
-_DEFER_MAX = 64 * 1024 * 1024  # immutable large payloads kept for the taker, at most, per pack
+#: Immutable large payloads kept for the taker, at most, per pack; past it the appending thread writes
+#: them itself. A few MiB: while the commit thread waits in fdatasync, the staging thread copies the next
+#: records into the page cache (2 threads for the copy, which on fresh memory costs as much as the disk).
+_DEFER_MAX = 8 * 1024 * 1024
 _IOV_MAX = 1024  # the most buffers one pwritev takes (Linux's IOV_MAX)
 #: Bytes written per pwritev before the device is asked to start on them (see write_all).
 _WRITE_PIECE = 8 * 1024 * 1024
