@@ -398,8 +398,7 @@ class Archive:
             batch_views, batch_items, batch_bytes, batch_parallel = [], [], 0, False
 
         def staged(info: ObjectInfo, ticket: int) -> None:
-            nonlocal staged_objects, staged_bytes
-            nonlocal waiting_bytes
+            nonlocal staged_objects, staged_bytes, waiting_bytes
             done.append(_new_staged((info, ticket)))
             staged_objects += 1
             staged_bytes += info.size

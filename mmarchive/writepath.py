@@ -324,10 +324,9 @@ class WritePath:
             # register this one and the next ones in an index commit of their own.
             reserved.extend(self._register_packs(tenant, group, 1 + _RESERVE))
         pack_id, created_ns = reserved.pop(0)
-        name = pack_name(pack_id)
-        fd = self.tier.create(name, sync_directory=False)  # (synced by the commit: see _commit_once)
+        # (Its folder entry is synced by the commit that first points into it: see _commit_once.)
+        writer = self._new_pack_file(pack_id, tenant, group, created_ns, sync_directory=False)
         self._batch.new_packs[pack_id] = group
-        writer = PackWriter.create(fd, PackHeader(pack_id, tenant, group, created_ns), name)
         self._committed_len[pack_id] = 0
         active = self._active[key] = _ActivePack(writer, pack_id)
         return active
@@ -335,9 +334,14 @@ class WritePath:
     def create_pack(self, tenant: str, group: str) -> tuple[bytes, PackWriter]:
         """Register a new pack in the index (open, length 0), then create its file (durably)."""
         ((pack_id, created_ns),) = self._register_packs(tenant, group, 1)
-        fd = self.tier.create(pack_name(pack_id))
-        return pack_id, PackWriter.create(fd, PackHeader(pack_id, tenant, group, created_ns),
-                                          pack_name(pack_id))
+        return pack_id, self._new_pack_file(pack_id, tenant, group, created_ns, sync_directory=True)
+
+    def _new_pack_file(self, pack_id: bytes, tenant: str, group: str, created_ns: int, *,
+                       sync_directory: bool) -> PackWriter:
+        """Create the file of a registered pack and a writer for it."""
+        name = pack_name(pack_id)
+        fd = self.tier.create(name, sync_directory=sync_directory)
+        return PackWriter.create(fd, PackHeader(pack_id, tenant, group, created_ns), name)
 
     def _register_packs(self, tenant: str, group: str, count: int) -> list[tuple[bytes, int]]:
         """Register ``count`` new packs (open, length 0) in one index commit; return (id, created)."""
@@ -374,10 +378,10 @@ class WritePath:
         """New pack ids (and creation times) that top up the reservations of every tenant being
         written to ``_RESERVE`` (lock held)."""
         wanted: dict[str, list[tuple[bytes, int]]] = {}
-        for tenant, _group in self._active:
-            missing = _RESERVE - len(self._reserved.get(tenant, ())) - len(wanted.get(tenant, ()))
+        for tenant in {tenant for tenant, _group in self._active}:
+            missing = _RESERVE - len(self._reserved.get(tenant, ()))
             if missing > 0:
-                wanted.setdefault(tenant, []).extend(self._new_pack_id() for _ in range(missing))
+                wanted[tenant] = [self._new_pack_id() for _ in range(missing)]
         return wanted
 
     def seal_all(self) -> None:
@@ -775,7 +779,8 @@ class WritePath:
             batch = self._batch
             self._batch = _Batch()
             taken = {pack_id: writer.take() for pack_id, writer in batch.dirty.items()}
-            reserve = self._reservations_wanted()  # registered by this commit's transaction
+            # Registered by this commit's transaction (an empty batch makes none).
+            reserve = {} if batch.empty() else self._reservations_wanted()
         # Written and synced outside the staging lock: staging goes on meanwhile (it appends after
         # the taken bytes, at offsets of its own).
         ends = {}
@@ -789,8 +794,6 @@ class WritePath:
             self.tier.sync_directory(pack_name(pack_id))
         if not batch.empty():
             self.index.write(lambda txn: self._apply(txn, batch, ends, reserve))
-        else:
-            reserve = {}
         for pack_id, end in ends.items():
             self._committed_len[pack_id] = end
         with self._lock:

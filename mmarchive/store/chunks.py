@@ -42,7 +42,7 @@ def content_id(data: bytes | bytearray | memoryview) -> bytes:
 
 def content_ids(datas: list[bytes | bytearray | memoryview]) -> list[bytes]:
     """:func:`content_id` of each of a batch of inputs, in one native call (without the GIL if the
-    batch holds 64 KiB or more in all)."""
+    batch holds ``GIL_FREE_FROM`` bytes or more in all)."""
     return blake3_256_many(datas)
 
 
