@@ -4,7 +4,8 @@ A command adds its parser with :func:`add_command` (which gives it ``--archive``
 applies, ``--tenant``), opens the archive with :func:`open_archive`, and prints only through an
 :class:`Output`: one JSON line per result with ``--json``, rich tables and plain lines otherwise, a
 progress bar on stderr only when stderr is a terminal, and errors in the one format docs/cli.md gives.
-Exit codes are not decided here but in :mod:`mmarchive.cli.main`.
+rich is imported only when a table or a progress bar is shown, so a piped command (``--json``) starts
+without it. Exit codes are not decided here but in :mod:`mmarchive.cli.main`.
 """
 
 from __future__ import annotations
@@ -15,27 +16,18 @@ import os
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from datetime import datetime
+from functools import cached_property
 from pathlib import Path
-from typing import Any, BinaryIO, Protocol, TextIO, TypeAlias
-
-from rich.console import Console
-from rich.measure import Measurement
-from rich.progress import (
-    BarColumn,
-    MofNCompleteColumn,
-    Progress,
-    ProgressColumn,
-    SpinnerColumn,
-    TextColumn,
-    TimeElapsedColumn,
-    TimeRemainingColumn,
-)
-from rich.table import Table
-from rich.text import Text
+from typing import TYPE_CHECKING, Any, BinaryIO, Protocol, TextIO, TypeAlias
 
 from mmarchive.archive import DEFAULT_TENANT, Archive
 from mmarchive.errors import IntegrityError
 from mmarchive.records import ObjectInfo
+
+if TYPE_CHECKING:
+    from rich.console import Console
+    from rich.progress import Progress
+    from rich.table import Table
 
 #: Environment variable naming the archive used when ``--archive`` is not given.
 ARCHIVE_ENV = "MMARCHIVE_ARCHIVE"
@@ -147,6 +139,9 @@ def object_json(info: ObjectInfo) -> dict[str, Any]:
 
 def key_value_table(rows: list[tuple[str, str]]) -> Table:
     """A two-column table of field names and values, for one record."""
+    from rich.table import Table
+    from rich.text import Text
+
     table = Table(show_header=False, box=None, pad_edge=False)
     table.add_column("field", style="bold", no_wrap=True)
     table.add_column("value", overflow="fold")
@@ -168,8 +163,14 @@ class Output:
         #: Set when stdout carries an object's bytes: errors then go to stderr even with --json.
         self.stdout_is_data = False
         self._live: Progress | None = None
-        tty = _isatty(stdout)
-        self.console = Console(file=stdout, highlight=False, width=None if tty else _PIPE_WIDTH)
+
+    @cached_property
+    def console(self) -> Console:
+        """rich's console on stdout, made (and rich imported, about 0.1 s) only when a table is printed."""
+        from rich.console import Console
+
+        tty = _isatty(self._stdout)
+        return Console(file=self._stdout, highlight=False, width=None if tty else _PIPE_WIDTH)
 
     @property
     def show_progress(self) -> bool:
@@ -191,6 +192,8 @@ class Output:
         if _isatty(self._stdout):
             # At its natural width even on a narrow terminal (which then wraps the lines) rather
             # than squeezed until ids and times are cut.
+            from rich.measure import Measurement
+
             natural = Measurement.get(self.console, self.console.options, table).maximum
             self.console.print(table, width=max(natural, self.console.width), crop=False)
             self._stdout.flush()
@@ -246,6 +249,18 @@ class Output:
         if not self.show_progress:
             yield _no_progress
             return
+        from rich.console import Console
+        from rich.progress import (
+            BarColumn,
+            MofNCompleteColumn,
+            Progress,
+            ProgressColumn,
+            SpinnerColumn,
+            TextColumn,
+            TimeElapsedColumn,
+            TimeRemainingColumn,
+        )
+
         columns: list[ProgressColumn] = [SpinnerColumn(), TextColumn("{task.description}"), BarColumn()]
         if counted:
             columns += [MofNCompleteColumn(), TimeRemainingColumn(), TextColumn("{task.fields[note]}")]

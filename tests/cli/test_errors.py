@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import argparse
 import json
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -27,9 +30,10 @@ from tests.cli.conftest import InProcess, run_cli
 COMMANDS = ["init", "put", "get", "ls", "stat", "rm", "verify", "gc", "reindex"]
 
 
-@pytest.mark.parametrize("command", COMMANDS)
+@pytest.mark.parametrize("command", [*COMMANDS, "ingest", "query", "export", "tiers", "audit", "serve",
+                                     "lifecycle plan", "hold add"])
 def test_help_for_every_subcommand(command: str, capsys: pytest.CaptureFixture[str]) -> None:
-    assert main([command, "--help"]) == 0
+    assert main([*command.split(), "--help"]) == 0
     out = capsys.readouterr().out
     assert out.startswith(f"usage: mmarchive {command}")
     assert "--archive DIR" in out and "--json" in out
@@ -41,6 +45,42 @@ def test_top_level_help_lists_every_command() -> None:
     for command in COMMANDS:
         assert command in result.text
     assert build_parser().prog == "mmarchive"
+
+
+def _commands(parser: argparse.ArgumentParser) -> dict[str, argparse.ArgumentParser]:
+    (action,) = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
+    return dict(action.choices)
+
+
+def test_a_command_alone_parses_as_with_every_command() -> None:
+    """main builds only the parser of the command it runs: that parser is the same as in the full one."""
+    everything = _commands(build_parser())
+    assert len(everything) == 17
+    for name, full in everything.items():
+        alone = _commands(build_parser(name))
+        assert list(alone) == [name]
+        assert alone[name].format_help() == full.format_help()
+    assert list(_commands(build_parser("frobnicate"))) == list(everything)
+
+
+def test_version_on_stdout(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["--version"]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("mmarchive ") and out.strip() != "mmarchive"
+
+
+def test_piped_ingest_imports_neither_rich_nor_other_commands(tmp_path: Path) -> None:
+    """A command run for a pipe starts without rich and the modules of the other commands (~0.2 s)."""
+    Archive.create(tmp_path / "a").close()
+    (tmp_path / "in").mkdir()
+    argv = ["ingest", str(tmp_path / "in"), "--archive", str(tmp_path / "a"), "--json"]
+    script = ("import sys\n"
+              "from mmarchive.cli.main import main\n"
+              f"code = main({argv!r})\n"
+              "loaded = sorted(m for m in sys.modules if m.split('.')[0] == 'rich' or m.endswith('_cmd'))\n"
+              "print(code, loaded)\n")
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True)
+    assert done.stdout.splitlines()[-1] == "0 ['mmarchive.cli.ingest_cmd']"
 
 
 def test_usage_errors_exit_2(mm: InProcess) -> None:
