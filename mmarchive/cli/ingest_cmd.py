@@ -57,6 +57,7 @@ def run(args: argparse.Namespace, out: Output) -> int:
     nbytes = 0
     start = time.monotonic()
     policy = DuplicatePolicy(args.on_duplicate) if args.on_duplicate else None
+    bar = out.show_progress
     with DicomStore.open(archive_dir(args), policy=policy) as store, \
             out.progress("ingest", len(files)) as progress:
         for done, result in enumerate(store.ingest(files, tenant=args.tenant, readers=args.readers), 1):
@@ -65,8 +66,9 @@ def run(args: argparse.Namespace, out: Output) -> int:
             if not result.ok:
                 failed.append(result.source)
             _report(result, out)
-            elapsed = max(time.monotonic() - start, 1e-9)
-            progress(done, note=f"{done / elapsed:,.0f} inst/s  {nbytes / elapsed / 1e6:,.1f} MB/s")
+            if bar:
+                elapsed = max(time.monotonic() - start, 1e-9)
+                progress(done, note=f"{done / elapsed:,.0f} inst/s  {nbytes / elapsed / 1e6:,.1f} MB/s")
     elapsed = max(time.monotonic() - start, 1e-9)
     summary = {str(s): counts[s] for s in IngestStatus}
     if out.json_mode:
