@@ -31,6 +31,7 @@ import secrets
 import threading
 import time
 from collections import deque
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from typing import Any, NamedTuple
 
@@ -186,6 +187,9 @@ class WritePath:
         self.tier = tier
         self.cfg = cfg
         self._lock = threading.RLock()  # guards staging state and pack writers
+        #: Writes large records into the page cache past what a pack keeps for the commit thread, so the
+        #: staging thread need not (one write in flight per pack; see PackWriter).
+        self._spill = ThreadPoolExecutor(max_workers=1, thread_name_prefix="mmarchive-packwrite")
         self._batch = _Batch()
         self._ticket = 0  # last ticket handed out
         self._active: dict[tuple[str, str], _ActivePack] = {}
@@ -269,7 +273,7 @@ class WritePath:
                                      pack=name)
             content = src.read_at(0, entry_length)
         fd = self.tier.open_append(name)
-        return PackWriter.resume(fd, scan.header, name, content=content, toc=toc)
+        return PackWriter.resume(fd, scan.header, name, content=content, toc=toc, spill=self._spill)
 
     def _seal_existing(self, pack_id: bytes, entry: PackEntry) -> None:
         """Seal an open pack from an earlier session; a damaged one is left open for verify to report."""
@@ -281,7 +285,7 @@ class WritePath:
         try:
             size = writer.seal()
         finally:
-            os.close(writer.fd)
+            writer.close()
         self._mark_sealed(pack_id, size)
 
     def _mark_sealed(self, pack_id: bytes, size: int) -> None:
@@ -341,7 +345,7 @@ class WritePath:
         """Create the file of a registered pack and a writer for it."""
         name = pack_name(pack_id)
         fd = self.tier.create(name, sync_directory=sync_directory)
-        return PackWriter.create(fd, PackHeader(pack_id, tenant, group, created_ns), name)
+        return PackWriter.create(fd, PackHeader(pack_id, tenant, group, created_ns), name, spill=self._spill)
 
     def _register_packs(self, tenant: str, group: str, count: int) -> list[tuple[bytes, int]]:
         """Register ``count`` new packs (open, length 0) in one index commit; return (id, created)."""
@@ -395,7 +399,7 @@ class WritePath:
         self._forget_reserved()
         for active in actives:
             size = active.writer.seal()
-            os.close(active.writer.fd)
+            active.writer.close()
             self._mark_sealed(active.pack_id, size)
         for pack_id in resumable:
             with self.index.read() as txn:
@@ -816,7 +820,7 @@ class WritePath:
         for writer in batch.full:
             pack_id = writer.header.pack_id
             size = writer.seal()
-            os.close(writer.fd)
+            writer.close()
             self._mark_sealed(pack_id, size)
 
     def _apply(self, txn: Any, batch: _Batch, ends: dict[bytes, int],
@@ -959,8 +963,9 @@ class WritePath:
             self._thread.join()
         with self._lock:
             for active in self._active.values():
-                os.close(active.writer.fd)
+                active.writer.close()
             self._active.clear()
+        self._spill.shutdown()
         try:
             self._forget_reserved()
         except StorageError as e:

@@ -6,8 +6,12 @@ from __future__ import annotations
 import os
 import sys
 import tempfile
+import threading
+from collections.abc import Callable
+from concurrent.futures import Executor, Future
 from itertools import accumulate
 from pathlib import Path
+from typing import Any
 
 import pytest
 import xxhash
@@ -16,6 +20,7 @@ from hypothesis import strategies as st
 
 from mmarchive.archive import Archive
 from mmarchive.config import ArchiveConfig, IndexConfig, StoreConfig
+from mmarchive.errors import StorageError
 from mmarchive.pack import writeback
 from mmarchive.pack import writer as writer_module
 from mmarchive.pack.format import (
@@ -204,3 +209,75 @@ def test_start_writeback_ignores_what_it_cannot_do() -> None:
     finally:
         os.close(read_end)
         os.close(write_end)
+
+
+class _HeldExecutor(Executor):
+    """Runs what is submitted only when told to: a spilled write can be caught in flight."""
+
+    def __init__(self) -> None:
+        self.held: list[tuple[Future[Any], Callable[..., Any], tuple[Any, ...], dict[str, Any]]] = []
+
+    def submit(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Future[Any]:
+        future: Future[Any] = Future()
+        self.held.append((future, fn, args, kwargs))
+        return future
+
+    def run_held(self) -> None:
+        for future, fn, args, kwargs in self.held:
+            try:
+                future.set_result(fn(*args, **kwargs))
+            except BaseException as e:
+                future.set_exception(e)
+        self.held.clear()
+
+
+def _big_records(writer: PackWriter, count: int) -> list[bytes]:
+    payloads = [os.urandom(3 << 20) for _ in range(count)]  # bytes: kept by reference until 8 MiB
+    for i, payload in enumerate(payloads):
+        writer.append(RecordKind.CHUNK, 0, i.to_bytes(32, "little"), len(payload), payload,
+                      xxhash.xxh3_64_intdigest(payload))
+    return payloads
+
+
+def test_records_past_the_kept_limit_are_written_by_the_spill_executor_one_write_at_a_time() -> None:
+    """Past the bytes a pack keeps for its taker, pending records go to the spill executor; while that
+    write is in flight the appending thread writes the next ones itself; sync waits for the write."""
+    spill = _HeldExecutor()
+    with tempfile.TemporaryDirectory() as base:
+        path = Path(base) / "pack"
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        writer = PackWriter.create(fd, PackHeader(bytes(16), "t", "", 1), path.name, spill=spill)
+        _big_records(writer, 3)  # 9 MiB: over the limit at the third record
+        assert len(spill.held) == 1 and path.stat().st_size == 0  # handed over, not written yet
+        _big_records(writer, 3)  # over it again while the first write is in flight
+        assert len(spill.held) == 1 and path.stat().st_size > 18 << 20  # written by the appender
+        done = threading.Thread(target=writer.sync)
+        done.start()
+        done.join(0.2)
+        assert done.is_alive()  # sync waits for the spilled write
+        spill.run_held()
+        done.join(10)
+        assert not done.is_alive()
+        writer.seal()
+        writer.close()
+        scan, found = _read_back(path)
+        assert scan.problems is None and len(found) == 6
+
+
+def test_a_failed_spilled_write_is_raised_by_sync_and_by_the_next_spill() -> None:
+    for raised_by in ("sync", "append"):
+        spill = _HeldExecutor()
+        with tempfile.TemporaryDirectory() as base:
+            path = Path(base) / "pack"
+            fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+            writer = PackWriter.create(fd, PackHeader(bytes(16), "t", "", 1), path.name, spill=spill)
+            _big_records(writer, 3)
+            (future, _fn, args, kwargs), = spill.held
+            spill.held[0] = (future, write_all, (-1, *args[1:]), kwargs)  # a descriptor that is not open
+            spill.run_held()
+            with pytest.raises(StorageError, match="writing pack"):
+                if raised_by == "sync":
+                    writer.sync()
+                else:
+                    _big_records(writer, 3)
+            writer.close()  # closes the file without raising what was already reported

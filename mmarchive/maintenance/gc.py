@@ -11,7 +11,6 @@ pack file. A crash at any step leaves either the old or the new copy referenced,
 from __future__ import annotations
 
 import logging
-import os
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
@@ -181,7 +180,7 @@ def _repack(archive: Archive, pack_id: bytes, entry: PackEntry, records: _PackRe
                 moves[(kind, loc.offset)] = RecordLocation(new_id, off, loc.stored_len)
         size = writer.seal()
     finally:
-        os.close(writer.fd)
+        writer.close()
     # Verify the copy by reading it back through the checking scanner before the index may point at it.
     scan = ScanResult()
     with archive.tier.reader(pack_name(new_id)) as src:

@@ -5,8 +5,11 @@ buffered bytes with their file offset to whoever writes them (the commit thread,
 lock), ``flush`` writes them itself, and ``sync`` makes everything written durable (fdatasync). A large
 payload that cannot change (``bytes``, or a read-only view of ``bytes``) is not copied into the buffer:
 it is kept by reference, up to ``_DEFER_MAX`` bytes, and written with the buffer by whoever takes it, so
-copying it into the page cache is not the staging thread's work. Other large payloads are written at
-once. Writes are positional, so taken bytes and a later record may be written concurrently. The caller
+copying it into the page cache is not the staging thread's work. Past that, the pending bytes are written
+by the ``spill`` executor if one was given and its last write is done (so at most one is in flight and
+the appending thread still waits when the executor falls behind), else at once by the appending thread;
+``sync`` first waits for that write. Other large payloads are written at once. Writes are positional, so
+taken bytes and a later record may be written concurrently. The caller
 decides when to sync and when an index may point at the bytes: the writer only guarantees that the end
 offsets it reports are record boundaries. ``seal`` appends the table of contents and the footer and
 syncs; after that the file never changes. The writer does not know the index or where the file lives.
@@ -14,8 +17,10 @@ syncs; after that the file never changes. The writer does not know the index or 
 
 from __future__ import annotations
 
+import contextlib
 import os
 from collections.abc import Sequence
+from concurrent.futures import Executor, Future
 
 import xxhash
 
@@ -95,7 +100,8 @@ class PackWriter:
     """Appends records to one pack file."""
 
     def __init__(self, fd: int, header: PackHeader, name: str, *, offset: int,
-                 toc: Sequence[tuple[int, int, int, int, int, bytes]], hasher: xxhash.xxh3_128) -> None:
+                 toc: Sequence[tuple[int, int, int, int, int, bytes]], hasher: xxhash.xxh3_128,
+                 spill: Executor | None = None) -> None:
         self.fd = fd
         self.header = header
         self.name = name
@@ -109,21 +115,24 @@ class PackWriter:
         self._toc = bytearray(encode_toc(toc))
         self._toc_count = len(toc)
         self._hasher = hasher
+        self._spill = spill
+        self._spilled: Future[None] | None = None  # the write handed to ``spill``, until waited for
 
     @classmethod
-    def create(cls, fd: int, header: PackHeader, name: str) -> PackWriter:
+    def create(cls, fd: int, header: PackHeader, name: str, *, spill: Executor | None = None) -> PackWriter:
         head = header.encode()
-        writer = cls(fd, header, name, offset=0, toc=[], hasher=xxhash.xxh3_128())
+        writer = cls(fd, header, name, offset=0, toc=[], hasher=xxhash.xxh3_128(), spill=spill)
         writer._buffer += head
         return writer
 
     @classmethod
     def resume(cls, fd: int, header: PackHeader, name: str, *, content: bytes,
-               toc: Sequence[tuple[int, int, int, int, int, bytes]]) -> PackWriter:
+               toc: Sequence[tuple[int, int, int, int, int, bytes]],
+               spill: Executor | None = None) -> PackWriter:
         """Continue an unsealed pack whose first ``len(content)`` bytes (whole records) are kept."""
         os.ftruncate(fd, len(content))
         return cls(fd, header, name, offset=len(content), toc=list(toc),
-                   hasher=xxhash.xxh3_128(content))
+                   hasher=xxhash.xxh3_128(content), spill=spill)
 
     @property
     def size(self) -> int:
@@ -147,8 +156,16 @@ class PackWriter:
             self._set_buffer_aside()
         self._parts += (head, payload)
         self._parts_len += len(head) + len(payload)
-        if not keep or not _immutable(payload) or self._parts_len > _DEFER_MAX:
-            self.flush()  # the caller may reuse a mutable buffer; and what is kept stays bounded
+        if not keep or not _immutable(payload):
+            self.flush()  # the caller may reuse a mutable buffer
+        elif self._parts_len > _DEFER_MAX:  # what is kept stays bounded
+            spilled = self._spilled
+            if self._spill is None or (spilled is not None and not spilled.done()):
+                self.flush()
+            else:
+                self.wait_spilled()  # done: raises here, to the appending thread, if it failed
+                at, parts, _end = self.take()
+                self._spilled = self._spill.submit(write_all, self.fd, parts, at, what=f"pack {self.name}")
         return offset
 
     def append_small(self, kind: int, codec: int, rid: bytes, raw_len: int, payload: Part,
@@ -217,7 +234,22 @@ class PackWriter:
         write_all(self.fd, parts, offset, what=f"pack {self.name}")
         return end
 
+    def wait_spilled(self) -> None:
+        """Wait for the write handed to the ``spill`` executor, if any; raise its error."""
+        spilled, self._spilled = self._spilled, None
+        if spilled is not None:
+            spilled.result()
+
+    def close(self) -> None:
+        """Close the file (after the write handed to ``spill``, whose error is not raised here)."""
+        try:
+            with contextlib.suppress(StorageError):  # never synced, so never committed: nothing is lost
+                self.wait_spilled()
+        finally:
+            os.close(self.fd)
+
     def sync(self) -> None:
+        self.wait_spilled()
         try:
             os.fdatasync(self.fd)
         except OSError as e:
