@@ -159,14 +159,17 @@ class PackWriter:
         if not keep or not _immutable(payload):
             self.flush()  # the caller may reuse a mutable buffer
         elif self._parts_len > _DEFER_MAX:  # what is kept stays bounded
-            spilled = self._spilled
-            if self._spill is None or (spilled is not None and not spilled.done()):
-                self.flush()
-            else:
-                self.wait_spilled()  # done: raises here, to the appending thread, if it failed
-                at, parts, _end = self.take()
-                self._spilled = self._spill.submit(write_all, self.fd, parts, at, what=f"pack {self.name}")
+            self._spill_or_flush()
         return offset
+
+    def _spill_or_flush(self) -> None:
+        """Hand the pending records to the ``spill`` executor if its last write is done, else write them."""
+        if self._spill is None or (self._spilled is not None and not self._spilled.done()):
+            self.flush()
+            return
+        self.wait_spilled()  # done: raises here, to the appending thread, if it failed
+        at, parts, _end = self.take()
+        self._spilled = self._spill.submit(write_all, self.fd, parts, at, what=f"pack {self.name}")
 
     def append_small(self, kind: int, codec: int, rid: bytes, raw_len: int, payload: Part,
                      checksum: int) -> int:
