@@ -15,7 +15,7 @@ from collections.abc import Sequence
 
 import zstandard
 
-from mmarchive._native.byteshuffle import shuffle2, unshuffle2
+from mmarchive._native.byteshuffle import shuffle2, shuffle2_into, unshuffle2
 from mmarchive.errors import IntegrityError
 from mmarchive.pack.format import Codec
 from mmarchive.store.sources import ObjectBytes
@@ -44,6 +44,13 @@ class CodecSet:
             self._local.probe = zstandard.ZstdCompressor(level=1)
         return c
 
+    def _shuffled(self, data: bytes | bytearray | memoryview) -> memoryview:
+        """``data`` byte-shuffled into this thread's reused buffer (valid until its next call)."""
+        buffer: bytearray | None = getattr(self._local, "shuffle_buffer", None)
+        if buffer is None or len(buffer) < len(data):
+            buffer = self._local.shuffle_buffer = bytearray(len(data))
+        return memoryview(buffer)[:shuffle2_into(data, buffer)]
+
     def _decompressor(self) -> zstandard.ZstdDecompressor:
         d = getattr(self._local, "d", None)
         if d is None:
@@ -69,7 +76,7 @@ class CodecSet:
                 codec, plain = Codec.ZSTD_SHUFFLE2, shuffled
             if plain >= len(sample) * _KEEP_IF_BELOW:
                 return Codec.RAW, data
-        stored = comp.compress(shuffle2(data) if codec == Codec.ZSTD_SHUFFLE2 else data)
+        stored = comp.compress(self._shuffled(data) if codec == Codec.ZSTD_SHUFFLE2 else data)
         if len(stored) >= n * _KEEP_IF_BELOW:
             return Codec.RAW, data
         return codec, stored

@@ -6,10 +6,11 @@ import os
 
 import numpy as np
 import pytest
+import zstandard
 from hypothesis import given
 from hypothesis import strategies as st
 
-from mmarchive._native.byteshuffle import shuffle2, unshuffle2
+from mmarchive._native.byteshuffle import shuffle2, shuffle2_into, unshuffle2
 from mmarchive.errors import IntegrityError
 from mmarchive.pack.format import Codec
 from mmarchive.store.codec import CodecSet
@@ -50,6 +51,27 @@ def test_shuffle_matches_plain_reference(data: bytes) -> None:
     reference = data[0:n:2] + data[1:n:2] + data[n:]
     assert shuffle2(data) == reference
     assert unshuffle2(reference) == data
+    # Into a longer buffer holding other bytes: only the first len(data) bytes change.
+    out = bytearray(b"\xee" * (len(data) + 5))
+    assert shuffle2_into(data, out) == len(data)
+    assert out == reference + b"\xee" * 5
+
+
+def test_shuffle_into_refuses_a_short_buffer() -> None:
+    with pytest.raises(ValueError, match="holds 3 bytes, the input has 4"):
+        shuffle2_into(b"abcd", bytearray(3))
+
+
+def test_reused_shuffle_buffer_gives_each_record_its_own_bytes() -> None:
+    """A large record, then smaller ones of another content on the same thread (the buffer is reused
+    and longer than they are): each encodes to what a fresh shuffle gives and decodes to itself."""
+    codecs = CodecSet("auto", 3)
+    records = [ct_like(), ct_like(150_000, seed=1), ct_like(100_001, seed=2)]
+    for data in records:
+        codec, stored = codecs.encode(data)
+        assert codec == Codec.ZSTD_SHUFFLE2
+        assert zstandard.ZstdDecompressor().decompress(stored) == shuffle2(data)
+        assert codecs.decode(codec, bytes(stored), len(data), where="test") == data
 
 
 @pytest.mark.parametrize("mode", ["auto", "zstd", "none"])
