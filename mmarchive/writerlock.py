@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import fcntl
 import os
-import socket
 from pathlib import Path
 
 from mmarchive.errors import ArchiveLockedError
@@ -31,7 +30,7 @@ class WriterLock:
                 f"the archive {self.path.parent} is being written by {holder}; only one writer at a "
                 "time: wait for it to finish, or open the archive read-only") from None
         os.ftruncate(fd, 0)
-        os.pwrite(fd, f"pid {os.getpid()} on {socket.gethostname()}\n".encode(), 0)
+        os.pwrite(fd, f"pid {os.getpid()} on {os.uname().nodename}\n".encode(), 0)
         self._fd = fd
 
     def release(self) -> None:
