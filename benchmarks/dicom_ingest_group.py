@@ -19,6 +19,7 @@ issue: CT stored raw at >= 2,000 instances/s and >= 80% of the limit.
 
 from __future__ import annotations
 
+import compileall
 import dataclasses
 import gc
 import json
@@ -33,6 +34,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Final, Literal, overload
 
+import mmarchive
 from benchmarks.archive_timing import median, target_note, tree_bytes
 from benchmarks.dicomdata import GeneratedSet, write_ct_set, write_small_set
 from benchmarks.harness import BenchmarkContext, BenchmarkGroup, ProgressReporter
@@ -147,6 +149,13 @@ def api_ingest(kind: str, set_: GeneratedSet, archive: Path) -> IngestPass:
     seconds = time.perf_counter() - started
     return IngestPass(kind, seconds, set_.instances, set_.total_bytes, dict(counts), tree_bytes(archive),
                       tree_bytes(archive / "packs"))
+
+
+def compile_package() -> None:
+    """Write the bytecode of the installed `mmarchive` package, as `pip install` does, before any timed
+    command: with an editable install under ``PYTHONDONTWRITEBYTECODE=1`` each command would otherwise
+    compile every module edited since its last ``.pyc`` (measured 45 ms of a 230 ms start-up)."""
+    compileall.compile_dir(Path(mmarchive.__file__).parent, quiet=1)
 
 
 def cli_command() -> list[str]:
@@ -309,6 +318,8 @@ def measure_dicom_ingest(folder: Path, ct_instances: int, small_instances: int, 
         os.sync()  # write-back of the generated files must not run under a clock
         progress(f"[{GROUP_NAME}] generated CT: {ct.describe()}; small: {small.describe()} "
                  f"in {time.perf_counter() - started:.1f} s (files stay in the page cache)")
+        if cli:
+            compile_package()
         passes = _Passes()
         for run in range(runs):
             progress(f"[{GROUP_NAME}] run {run + 1} of {runs}")
