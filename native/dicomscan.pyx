@@ -69,6 +69,8 @@ cdef uint16_t _VR_SQ = _vr_code(b'S', b'Q')
 cdef uint16_t _VR_UN = _vr_code(b'U', b'N')
 cdef uint16_t _VR_OB = _vr_code(b'O', b'B')
 cdef uint16_t _VR_OW = _vr_code(b'O', b'W')
+cdef uint16_t _VR_UI = _vr_code(b'U', b'I')
+cdef uint16_t _VR_UL = _vr_code(b'U', b'L')
 
 
 cdef inline uint16_t _u16(const uint8_t *p) noexcept nogil:
@@ -469,11 +471,13 @@ cdef class Scanner:
             if <Py_ssize_t>h.length > n - h.value:
                 return None
             if h.tag == _META_GROUP_LENGTH:
-                if pos != 132 or h.length != 4:
+                if pos != 132 or h.length != 4 or h.vr != _VR_UL:
                     return None
                 group_length = _u32(p + h.value)
                 group_length_end = h.value + 4
             elif h.tag == _TRANSFER_SYNTAX:
+                if h.vr != _VR_UI:  # pydicom decodes the value by the VR written, and fails on a wrong one
+                    return None
                 ts_start = h.value
                 ts_length = h.length
             pos = h.value + h.length

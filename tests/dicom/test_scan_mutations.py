@@ -71,6 +71,24 @@ def check_hostile_input(data: bytes) -> str:
             f"describe: {'described' if described is not None else 'DicomInputError'}")
 
 
+def _meta_element_with_vr(data: bytes, tag: tuple[int, int], vr: bytes) -> bytes:
+    """``data`` with the VR of the file meta element ``tag`` replaced (its length field unchanged)."""
+    at = data.index(struct.pack("<HH", *tag), 132)
+    return data[:at + 4] + vr + data[at + 6:]
+
+
+def test_file_meta_elements_with_another_vr_are_declined() -> None:
+    """Found by the test above: a flipped byte made the Transfer Syntax UID's VR read UL. pydicom decodes a
+    value by the VR written and fails on that one, so the native scanner must not accept the file either;
+    the same holds for a group length written with a VR other than UL."""
+    for name in ("JPEG2000.dcm", "CT_small.dcm"):
+        data = SEED_FILES[name]
+        for tag, vr in (((0x0002, 0x0010), b"UL"), ((0x0002, 0x0010), b"SH"), ((0x0002, 0x0000), b"UI")):
+            changed = _meta_element_with_vr(data, tag, vr)
+            assert scan.scan_native(changed) is None, (name, tag, vr)
+            check_hostile_input(changed)  # describe() reads it with pydicom or rejects it, in time
+
+
 @st.composite
 def mutated_files(draw: st.DrawFn) -> bytes:
     data = bytearray(SEED_FILES[draw(st.sampled_from(sorted(SEED_FILES)))])
