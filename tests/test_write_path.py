@@ -193,3 +193,41 @@ def test_a_reservation_takes_the_group_of_the_pack_made_from_it(tmp_path: Path) 
         archive.reindex()
         after = sorted((p.id, p.group, p.tenant) for p in archive.packs())
     assert after == before
+
+
+def test_look_ups_wait_while_a_commit_applies(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """look_up_many and a commit's apply take turns (py-lmdb lets the GIL go at every call, so running
+    both at once makes the two threads trade it at every get and put): a look-up that starts while a
+    commit applies its changes waits for the apply. (Its answer is of the index as its transaction
+    found it, with the generation that tells stagers so.)"""
+    import threading
+
+    archive = Archive.create(tmp_path / "a", CONFIG)
+    write = archive._write
+    assert write is not None
+    applying, release = threading.Event(), threading.Event()
+    real_apply = write._apply
+
+    def slow_apply(*args: Any) -> None:
+        applying.set()
+        assert release.wait(10)
+        real_apply(*args)
+
+    monkeypatch.setattr(write, "_apply", slow_apply)
+    data = os.urandom(3000)
+    put = threading.Thread(target=archive.put, args=(data,))
+    put.start()
+    assert applying.wait(10)
+    key = next(iter(write._pending_objects))
+    looked: list[Any] = []
+    look = threading.Thread(target=lambda: looked.extend(write.look_up_many([key])))
+    look.start()
+    look.join(0.3)
+    assert look.is_alive()  # waiting for the apply
+    release.set()
+    look.join(10)
+    put.join(10)
+    assert not look.is_alive() and not put.is_alive()
+    assert len(looked) == 1 and looked[0].generation == 0
+    assert write.look_up_many([key])[0].object_raw is not None  # the commit's entry, for a new look-up
+    archive.close()
