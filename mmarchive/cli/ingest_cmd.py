@@ -15,7 +15,6 @@ from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 
-from mmarchive.cli.allocator import keep_freed_memory
 from mmarchive.cli.session import Output, Subparsers, add_command, archive_dir, files_under, human_size
 from mmarchive.dicom.store import DicomStore, DuplicatePolicy, IngestResult, IngestStatus
 from mmarchive.errors import InvalidInputError
@@ -52,7 +51,6 @@ def _files(paths: list[str]) -> Iterator[Path]:
 
 
 def run(args: argparse.Namespace, out: Output) -> int:
-    keep_freed_memory()  # this process's allocator: see mmarchive.cli.allocator
     files = list(_files(args.paths))
     counts: Counter[IngestStatus] = Counter()
     failed: list[str] = []

@@ -16,7 +16,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from mmarchive.archive import PutItem
-from mmarchive.cli.allocator import keep_freed_memory
 from mmarchive.cli.session import Output, Subparsers, add_command, files_under, human_size, open_archive
 from mmarchive.errors import InvalidInputError
 from mmarchive.records import ObjectInfo
@@ -58,7 +57,6 @@ def _metadata_pair(text: str) -> tuple[str, str]:
 
 
 def run(args: argparse.Namespace, out: Output) -> int:
-    keep_freed_memory()  # this process's allocator: see mmarchive.cli.allocator
     metadata = dict(args.metadata) if args.metadata else None
     report = _Report(list(_expand(args.files)), out)
     total = len(report.pending())
