@@ -51,9 +51,9 @@ def test_one_chunk_manifests_match_the_reference(tenant: str, metadata: dict[str
             == encode_manifest_payload(seq, size, created, tenant, meta, [(oid, size)]))
 
 
-def _writer(path: Path) -> PackWriter:
+def _writer(path: Path, spill: Executor | None = None) -> PackWriter:
     fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
-    return PackWriter.create(fd, PackHeader(bytes(16), "t", "", 1), path.name)
+    return PackWriter.create(fd, PackHeader(bytes(16), "t", "", 1), path.name, spill=spill)
 
 
 def _read_back(path: Path) -> tuple[ScanResult, list[ScannedRecord]]:
@@ -245,8 +245,7 @@ def test_records_past_the_kept_limit_are_written_by_the_spill_executor_one_write
     spill = _HeldExecutor()
     with tempfile.TemporaryDirectory() as base:
         path = Path(base) / "pack"
-        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
-        writer = PackWriter.create(fd, PackHeader(bytes(16), "t", "", 1), path.name, spill=spill)
+        writer = _writer(path, spill)
         _big_records(writer, 3)  # 9 MiB: over the limit at the third record
         assert len(spill.held) == 1 and path.stat().st_size == 0  # handed over, not written yet
         _big_records(writer, 3)  # over it again while the first write is in flight
@@ -268,9 +267,7 @@ def test_a_failed_spilled_write_is_raised_by_sync_and_by_the_next_spill() -> Non
     for raised_by in ("sync", "append"):
         spill = _HeldExecutor()
         with tempfile.TemporaryDirectory() as base:
-            path = Path(base) / "pack"
-            fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
-            writer = PackWriter.create(fd, PackHeader(bytes(16), "t", "", 1), path.name, spill=spill)
+            writer = _writer(Path(base) / "pack", spill)
             _big_records(writer, 3)
             (future, _fn, args, kwargs), = spill.held
             spill.held[0] = (future, write_all, (-1, *args[1:]), kwargs)  # a descriptor that is not open

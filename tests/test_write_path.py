@@ -15,6 +15,7 @@ import signal
 import subprocess
 import sys
 import textwrap
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -200,8 +201,6 @@ def test_look_ups_wait_while_a_commit_applies(tmp_path: Path, monkeypatch: pytes
     both at once makes the two threads trade it at every get and put): a look-up that starts while a
     commit applies its changes waits for the apply. (Its answer is of the index as its transaction
     found it, with the generation that tells stagers so.)"""
-    import threading
-
     archive = Archive.create(tmp_path / "a", CONFIG)
     write = archive._write
     assert write is not None
